@@ -1,0 +1,438 @@
+"""`bundle build`: resolve the spec, check free disk, fetch everything into the cache (verified), write complete
+Modelfiles, and pack one archive straight from the cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .bundle import LOCK_NAME, Entry, manifest_bytes, pack, sums_text
+from .cache import BlobCache
+from .download import Fetcher
+from .errors import AirgapError, DiskSpaceError, SpecError, VerifyError
+from .hashing import digest_hex
+from .lock import Lock
+from .names import ModelName
+from .ollama_model import (
+    CONFIG,
+    LICENSE,
+    MANIFEST,
+    MESSAGES,
+    MODEL,
+    PARAMS,
+    SYSTEM,
+    TEMPLATE,
+    Layer,
+    Modelfile,
+    ModelManifest,
+    modelfile_from_layers,
+    parse_manifest,
+    parse_modelfile,
+)
+from .ollama_release import ReleaseFetcher, ReleaseFile, asset_names
+from .progress import Reporter
+from .registry import OLLAMA_ACCEPT, Manifest, RegistryClient
+from .spec import LocalModel, Spec
+
+TAR_OVERHEAD_PER_FILE = 3 * 512
+DISK_MARGIN = 64 << 20
+
+
+@dataclass
+class ResolvedModel:
+    name: ModelName
+    source: str  # registry | local | store
+    manifest: Manifest
+    parsed: ModelManifest
+    licenses: list[str] = field(default_factory=list)
+
+    @property
+    def manifest_path(self) -> str:
+        return f"models/{self.name.manifest_path}"
+
+    @property
+    def modelfile_path(self) -> str:
+        n = self.name
+        return f"modelfiles/{n.host}/{n.namespace}/{n.model}/{n.tag}.Modelfile"
+
+
+@dataclass
+class BuildResult:
+    archive: Path
+    size: int
+    bundle_digest: str
+    lock_path: Path
+    files: int
+    models: list[dict[str, Any]]
+    bytes_downloaded: int
+    cached_blobs: int
+    fetched_blobs: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "archive": str(self.archive),
+            "size": self.size,
+            "bundle_digest": self.bundle_digest,
+            "lock": str(self.lock_path),
+            "files": self.files,
+            "models": self.models,
+            "bytes_downloaded": self.bytes_downloaded,
+            "cached_blobs": self.cached_blobs,
+            "fetched_blobs": self.fetched_blobs,
+        }
+
+
+def blob_path(digest: str) -> str:
+    return f"models/blobs/sha256-{digest_hex(digest)}"
+
+
+class Builder:
+    def __init__(
+        self,
+        spec: Spec,
+        cache: BlobCache,
+        reporter: Reporter,
+        *,
+        lock: Lock | None = None,
+        jobs: int = 4,
+        fetcher: Fetcher | None = None,
+    ) -> None:
+        self.spec = spec
+        self.cache = cache
+        self.reporter = reporter
+        self.lock = lock
+        self.jobs = max(1, jobs)
+        self.fetcher = fetcher or Fetcher()
+        self.registry = RegistryClient(spec.mirror_for, self.fetcher)
+        self.releases = ReleaseFetcher(spec.mirror_for("github.com"), self.fetcher)
+        if lock and lock.bundle != spec.name:
+            raise SpecError(f"lock is for bundle {lock.bundle!r}, the spec is {spec.name!r}")
+
+    # --- resolve ---------------------------------------------------------------------------------------------
+
+    def resolve_release(self) -> tuple[bytes, list[ReleaseFile]]:
+        version = self.spec.ollama.version
+        if self.lock and self.lock.ollama_version != version:
+            raise SpecError(
+                f"{self.spec.path}: ollama.version: {version} differs from the lock's {self.lock.ollama_version}"
+            )
+        sums_data, sums = self.releases.sha256sums(version)
+        files = []
+        for arch in self.spec.ollama.architectures:
+            for flavour in asset_names(arch, self.spec.ollama.rocm and arch == "amd64"):
+                pinned = None
+                if self.lock:
+                    pinned = next(
+                        (n for n in self.lock.release_files if n.rsplit(".", 2)[0] in (flavour, flavour + ".tar")),
+                        None,
+                    )
+                    if pinned is None:
+                        raise SpecError(f"{flavour} is not in the lock; build without --lock to re-resolve")
+                release = self.releases.resolve(version, flavour, sums, pinned)
+                if self.lock and self.lock.release_files[release.name] != release.sha256:
+                    raise VerifyError(
+                        f"ollama v{version} {release.name}: upstream sha256 {release.sha256} differs from the lock"
+                    )
+                files.append(release)
+        return sums_data, files
+
+    def resolve_registry_model(self, name: ModelName) -> ResolvedModel:
+        reference = name.tag
+        if self.lock:
+            if str(name) not in self.lock.models:
+                raise SpecError(f"model {name.short} is not in the lock; build without --lock to re-resolve")
+            reference = self.lock.models[str(name)]
+        manifest = self.registry.manifest(name.host, name.repository, reference, OLLAMA_ACCEPT)
+        return ResolvedModel(name, "registry", manifest, parse_manifest(manifest.json(), name.short))
+
+    def resolve_store_model(self, store: Path, name: ModelName) -> ResolvedModel:
+        path = store / name.manifest_path
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise AirgapError(f"model {name.short} not found in the ollama store {store} (no {path})") from None
+        manifest = Manifest(data=data, media_type=MANIFEST, digest="sha256:" + _sha(data))
+        self._check_locked(name, manifest.digest)
+        parsed = parse_manifest(manifest.json(), f"{name.short} in {store}")
+        for blob in parsed.blobs:
+            if not self.cache.has(blob.digest):
+                source = store / "blobs" / f"sha256-{digest_hex(blob.digest)}"
+                self.cache.import_file(source, blob.digest, f"{name.short} in {store}")
+        return ResolvedModel(name, "store", manifest, parsed)
+
+    def resolve_local_model(self, local: LocalModel) -> ResolvedModel:
+        what = f"local model {local.name.short}"
+        with open(local.gguf, "rb") as handle:
+            if handle.read(4) != b"GGUF":
+                raise SpecError(f"{self.spec.path}: {what}: {local.gguf} is not a GGUF file")
+        if local.modelfile:
+            user = parse_modelfile(local.modelfile.read_text(encoding="utf-8"), str(local.modelfile))
+        else:
+            user = Modelfile(template=local.template, system=local.system)
+            for key, value in local.parameters.items():
+                user.parameters.extend((key, str(v)) for v in (value if isinstance(value, list) else [value]))
+            if local.license:
+                user.licenses.append(local.license)
+        model_digest = self.cache.import_file(local.gguf, None, what)
+        layers = [Layer(MODEL, model_digest, local.gguf.stat().st_size)]
+
+        def add(media_type: str, data: bytes) -> None:
+            layers.append(Layer(media_type, self.cache.put_bytes(data), len(data)))
+
+        if user.template is not None:
+            add(TEMPLATE, user.template.encode())
+        if user.system is not None:
+            add(SYSTEM, user.system.encode())
+        for text in user.licenses:
+            add(LICENSE, text.encode())
+        if user.parameters:
+            add(PARAMS, json.dumps(_params_json(user.parameters), sort_keys=True).encode())
+        if user.messages:
+            add(MESSAGES, json.dumps([{"role": r, "content": c} for r, c in user.messages]).encode())
+        config = {
+            "model_format": "gguf",
+            "os": "linux",
+            "architecture": "amd64",
+            "rootfs": {"type": "layers", "diff_ids": [layer.digest for layer in layers]},
+        }
+        config_data = json.dumps(config, sort_keys=True).encode()
+        config_layer = Layer(CONFIG, self.cache.put_bytes(config_data), len(config_data))
+        document = {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST,
+            "config": _layer_json(config_layer),
+            "layers": [_layer_json(layer) for layer in layers],
+        }
+        data = json.dumps(document).encode()
+        manifest = Manifest(data=data, media_type=MANIFEST, digest="sha256:" + _sha(data))
+        self._check_locked(local.name, manifest.digest)
+        return ResolvedModel(local.name, "local", manifest, parse_manifest(document, what))
+
+    def _check_locked(self, name: ModelName, digest: str) -> None:
+        if self.lock and self.lock.models.get(str(name)) != digest:
+            raise VerifyError(f"model {name.short}: manifest {digest} differs from the lock")
+
+    def resolve_models(self) -> list[ResolvedModel]:
+        models = []
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            models.extend(pool.map(self.resolve_registry_model, self.spec.models))
+        for local in self.spec.local_models:
+            models.append(self.resolve_local_model(local))
+        for store in self.spec.store_models:
+            models.extend(self.resolve_store_model(store.path, name) for name in store.models)
+        return models
+
+    # --- fetch -----------------------------------------------------------------------------------------------
+
+    def preflight_disk(self, missing_bytes: int, archive_bytes: int, output: Path) -> None:
+        """Refuse to start when the cache or the output file system cannot hold what is coming."""
+        output.parent.mkdir(parents=True, exist_ok=True)
+        needs: dict[int, tuple[Path, int]] = {}
+        for path, size in ((self.cache.root, missing_bytes), (output.parent, archive_bytes)):
+            dev = os.stat(path).st_dev
+            held = needs.get(dev, (path, 0))
+            needs[dev] = (held[0], held[1] + size)
+        for path, need in needs.values():
+            free = shutil.disk_usage(path).free
+            if need + DISK_MARGIN > free:
+                raise DiskSpaceError(
+                    f"not enough free space in {path}: the build needs {_gib(need)} more, {_gib(free)} is free"
+                )
+
+    def fetch_all(self, releases: list[ReleaseFile], models: list[ResolvedModel]) -> tuple[int, int]:
+        """Fetch every missing blob (several at once); re-hash cached ones, healing any that rotted."""
+        blobs: dict[str, tuple[int, ResolvedModel | ReleaseFile]] = {}
+        for release in releases:
+            blobs["sha256:" + release.sha256] = (release.size, release)
+        for model in models:
+            for blob in model.parsed.blobs:
+                blobs.setdefault(blob.digest, (blob.size, model))
+        cached = fetched = 0
+
+        def one(item: tuple[str, tuple[int, ResolvedModel | ReleaseFile]]) -> bool:
+            digest, (size, owner) = item
+            if self.cache.has(digest) and self.cache.check(digest, size):
+                return True
+            if isinstance(owner, ReleaseFile):
+                self.releases.fetch(owner, self.cache, self.reporter.task(owner.name, size))
+            elif owner.source == "registry":
+                advance = self.reporter.task(f"{owner.name.short} {digest[7:19]}", size)
+                name = owner.name
+                self.registry.fetch_blob(name.host, name.repository, digest, size, self.cache, advance)
+            else:
+                raise VerifyError(f"{owner.name.short}: cached blob {digest} is corrupt; run the build again")
+            return False
+
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            for was_cached in pool.map(one, sorted(blobs.items())):
+                cached += was_cached
+                fetched += not was_cached
+        return cached, fetched
+
+    # --- plan and pack ---------------------------------------------------------------------------------------
+
+    def modelfile_for(self, model: ResolvedModel) -> bytes:
+        depth = model.modelfile_path.count("/")
+        up = "../" * depth
+
+        def read(layer: Layer) -> bytes:
+            return self.cache.path(layer.digest).read_bytes()
+
+        modelfile = modelfile_from_layers(
+            model.parsed, read, lambda layer: up + blob_path(layer.digest), model.name.short
+        )
+        model.licenses = [text.strip().splitlines()[0] if text.strip() else "" for text in modelfile.licenses]
+        header = (
+            f"Modelfile for {model.name}, generated by ollama-airgap {__version__}\n"
+            f"from manifest {model.manifest.digest}. Create with: ollama create {model.name.short} -f <this file>"
+        )
+        return modelfile.render(header).encode()
+
+    def build(self, output: Path) -> BuildResult:
+        started = int(time.time())
+        sums_txt, releases = self.resolve_release()
+        models = self.resolve_models()
+        blob_sizes = {f"sha256:{r.sha256}": r.size for r in releases}
+        for model in models:
+            blob_sizes.update({b.digest: b.size for b in model.parsed.blobs})
+        missing = sum(size for digest, size in blob_sizes.items() if not self.cache.has(digest))
+        archive_estimate = sum(blob_sizes.values()) + TAR_OVERHEAD_PER_FILE * (len(blob_sizes) + 16) + (1 << 20)
+        self.preflight_disk(missing, archive_estimate, output)
+
+        cached, fetched = self.fetch_all(releases, models)
+
+        entries: dict[str, Entry] = {}
+        version = self.spec.ollama.version
+        entries[f"ollama/{version}/sha256sum.txt"] = Entry.from_bytes(f"ollama/{version}/sha256sum.txt", sums_txt)
+        for release in releases:
+            entries[release.bundle_path] = Entry(
+                release.bundle_path, release.size, release.sha256, self.cache.path("sha256:" + release.sha256)
+            )
+        model_meta = []
+        for model in models:
+            modelfile = Entry.from_bytes(model.modelfile_path, self.modelfile_for(model))
+            entries[modelfile.path] = modelfile
+            entries[model.manifest_path] = Entry.from_bytes(model.manifest_path, model.manifest.data)
+            for blob in model.parsed.blobs:
+                path = blob_path(blob.digest)
+                entries[path] = Entry(path, blob.size, digest_hex(blob.digest), self.cache.path(blob.digest))
+            model_meta.append(self._model_meta(model))
+
+        resolved_at = self.lock.resolved_at if self.lock else started
+        lock = Lock(
+            bundle=self.spec.name,
+            resolved_at=resolved_at,
+            ollama_version=version,
+            release_files={r.name: r.sha256 for r in releases},
+            models={str(m.name): m.manifest.digest for m in models},
+        )
+        lock_data = lock.dump()
+        entries[LOCK_NAME] = Entry.from_bytes(LOCK_NAME, lock_data)
+        ordered = sorted(entries.values(), key=lambda e: (e.source is not None, e.path))
+        meta = {
+            "name": self.spec.name,
+            "created_by": f"ollama-airgap {__version__}",
+            "created": resolved_at,
+            "ollama": {
+                "version": version,
+                "files": [
+                    {"name": r.name, "path": r.bundle_path, "sha256": r.sha256, "size": r.size, "url": r.url}
+                    for r in releases
+                ],
+            },
+            "models": model_meta,
+            "images": [],
+            "lock": lock.as_dict(),
+            "spec": _plain(self.spec.raw),
+        }
+        sums = sums_text(ordered)
+        manifest = manifest_bytes(meta, ordered, sums)
+        size = pack(output, manifest, sums, ordered, resolved_at, self.reporter)
+        lock_path = output.with_name(output.name.removesuffix(".tar") + ".lock.yaml")
+        lock_path.write_bytes(lock_data)
+        return BuildResult(
+            archive=output,
+            size=size,
+            bundle_digest=_sha(manifest),
+            lock_path=lock_path,
+            files=len(ordered),
+            models=model_meta,
+            bytes_downloaded=self.fetcher.stats.bytes_downloaded,
+            cached_blobs=cached,
+            fetched_blobs=fetched,
+        )
+
+    def _model_meta(self, model: ResolvedModel) -> dict[str, Any]:
+        config: dict[str, Any] = {}
+        try:
+            loaded = json.loads(self.cache.path(model.parsed.config.digest).read_bytes())
+            config = loaded if isinstance(loaded, dict) else {}
+        except ValueError:
+            pass
+        return {
+            "name": str(model.name),
+            "short": model.name.short,
+            "source": model.source,
+            "manifest": model.manifest_path,
+            "manifest_digest": model.manifest.digest,
+            "modelfile": model.modelfile_path,
+            "size": model.parsed.size,
+            "blobs": [b.digest for b in model.parsed.blobs],
+            "family": config.get("model_family", ""),
+            "parameter_size": config.get("model_type", ""),
+            "quantization": config.get("file_type", ""),
+            "licenses": model.licenses,
+        }
+
+
+def _sha(data: bytes) -> str:
+    from .hashing import sha256_bytes
+
+    return sha256_bytes(data)
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.2f} GiB"
+
+
+def _layer_json(layer: Layer) -> dict[str, Any]:
+    return {"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size}
+
+
+def _params_json(parameters: list[tuple[str, str]]) -> dict[str, Any]:
+    """Modelfile PARAMETER strings to the params layer's JSON types (stop is always a list)."""
+    out: dict[str, Any] = {}
+    for name, raw in parameters:
+        value: Any = raw
+        if raw in ("true", "false"):
+            value = raw == "true"
+        else:
+            for convert in (int, float):
+                try:
+                    value = convert(raw)
+                    break
+                except ValueError:
+                    continue
+        if name == "stop":
+            out.setdefault("stop", []).append(raw)
+        else:
+            out[name] = value
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """The spec as plain YAML types (paths and the like as strings) for the bundle manifest's echo."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)

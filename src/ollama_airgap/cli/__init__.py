@@ -1,0 +1,1 @@
+"""The `bundle` command line: one module per subcommand."""

@@ -1,0 +1,63 @@
+"""`bundle build SPEC`: resolve, fetch (verified, cached) and pack one archive."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from ..builder import Builder
+from ..cache import BlobCache, default_cache_dir
+from ..errors import SpecError
+from ..lock import load_lock
+from ..progress import Reporter
+from ..spec import load_spec
+
+
+def parse_mirrors(values: list[str]) -> dict[str, str]:
+    """``HOST=URL`` pairs from --mirror flags and OLLAMA_AIRGAP_MIRRORS (comma-separated)."""
+    pairs = [p for p in os.environ.get("OLLAMA_AIRGAP_MIRRORS", "").split(",") if p.strip()] + values
+    mirrors = {}
+    for pair in pairs:
+        host, sep, url = pair.strip().partition("=")
+        if not sep or not host or not url:
+            raise SpecError(f"--mirror {pair!r}: expected HOST=URL, e.g. registry.ollama.ai=http://127.0.0.1:5000")
+        mirrors[host] = url
+    return mirrors
+
+
+def register(sub: Any) -> None:
+    from .main import add_common
+
+    parser: argparse.ArgumentParser = sub.add_parser("build", help="build a bundle archive from a spec")
+    parser.add_argument("spec", type=Path, help="bundle spec, e.g. bundles/llama3.yaml")
+    parser.add_argument("-o", "--output", type=Path, help="archive to write (default: dist/<name>.tar)")
+    parser.add_argument("--cache", type=Path, help="blob cache directory (default: $OLLAMA_AIRGAP_CACHE or ~/.cache)")
+    parser.add_argument("--lock", type=Path, help="rebuild exactly what this lock file pins")
+    parser.add_argument(
+        "--mirror",
+        action="append",
+        default=[],
+        metavar="HOST=URL",
+        help="base URL standing in for an upstream host (registry.ollama.ai, github.com, ghcr.io); repeatable",
+    )
+    parser.add_argument("--jobs", "-j", type=int, default=4, help="blobs fetched at once (default 4)")
+    add_common(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, reporter: Reporter) -> tuple[dict[str, Any], str, int]:
+    spec = load_spec(args.spec, parse_mirrors(args.mirror))
+    if args.jobs < 1:
+        raise SpecError("--jobs: must be at least 1")
+    lock = load_lock(args.lock) if args.lock else None
+    output = args.output or Path("dist") / f"{spec.name}.tar"
+    cache = BlobCache(args.cache or default_cache_dir())
+    result = Builder(spec, cache, reporter, lock=lock, jobs=args.jobs).build(output)
+    human = (
+        f"wrote {result.archive} ({result.size} bytes, {result.files} files, bundle sha256:{result.bundle_digest})\n"
+        f"lock: {result.lock_path}; downloaded {result.bytes_downloaded} bytes, "
+        f"{result.fetched_blobs} blobs fetched, {result.cached_blobs} from cache"
+    )
+    return {"ok": True, **result.as_dict()}, human, 0

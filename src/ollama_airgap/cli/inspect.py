@@ -1,0 +1,62 @@
+"""`bundle inspect ARCHIVE|DIR`: what is inside, with sizes, licenses and digests (no data hashed)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ..bundle import read_bundle_index
+from ..errors import SpecError
+from ..progress import Reporter
+
+
+def register(sub: Any) -> None:
+    from .main import add_common
+
+    parser: argparse.ArgumentParser = sub.add_parser("inspect", help="list what a bundle holds")
+    parser.add_argument("bundle", type=Path, help="bundle archive (.tar) or unpacked directory")
+    add_common(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, reporter: Reporter) -> tuple[dict[str, Any], str, int]:
+    source: Path = args.bundle
+    if not source.exists():
+        raise SpecError(f"{source}: no such archive or directory")
+    index = read_bundle_index(source)
+    doc = index.document
+    result = {
+        "source": str(source),
+        "name": doc.get("name"),
+        "bundle_digest": index.digest,
+        "sha256sums_sha256": index.sums_sha256,
+        "total_size": doc.get("total_size"),
+        "ollama": doc.get("ollama"),
+        "models": doc.get("models"),
+        "images": doc.get("images"),
+        "files": len(index.files),
+    }
+    if not args.json:
+        console = Console()
+        ollama = doc.get("ollama") or {}
+        console.print(f"[bold]{doc.get('name')}[/]  bundle sha256:{index.digest}  {doc.get('total_size')} bytes")
+        console.print(f"ollama {ollama.get('version')}: " + ", ".join(f["name"] for f in ollama.get("files", [])))
+        table = Table("model", "source", "size", "family", "quant", "manifest digest", "license")
+        for model in doc.get("models") or []:
+            table.add_row(
+                model["short"],
+                model["source"],
+                str(model["size"]),
+                model.get("family", ""),
+                model.get("quantization", ""),
+                model["manifest_digest"][:19],
+                "; ".join(model.get("licenses") or [])[:40],
+            )
+        console.print(table)
+        for image in doc.get("images") or []:
+            console.print(f"image {image.get('reference')}  {image.get('digest')}")
+    return result, "", 0

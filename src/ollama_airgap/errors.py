@@ -1,0 +1,37 @@
+"""One error type for the whole bundler, mapped to an exit code at the entry point."""
+
+from __future__ import annotations
+
+
+class AirgapError(Exception):
+    """A failure the user can act on. Its message is one line that names the thing at fault."""
+
+    exit_code = 1
+
+
+class SpecError(AirgapError):
+    """The bundle spec (or a CLI argument standing in for it) is invalid."""
+
+    exit_code = 2
+
+
+class VerifyError(AirgapError):
+    """Data failed verification: a digest mismatch, a missing, altered or unlisted file, a hostile archive."""
+
+    exit_code = 3
+
+
+class FetchError(AirgapError):
+    """An upstream could not deliver: not found, refused, or still failing after the retries."""
+
+    exit_code = 4
+
+
+class NotFoundError(FetchError):
+    """The upstream answered that the model, tag, image or release does not exist."""
+
+
+class DiskSpaceError(AirgapError):
+    """Not enough free space for the work about to start."""
+
+    exit_code = 5

@@ -1,0 +1,426 @@
+"""The test bed's mirrors serve what registry.ollama.ai and GitHub releases serve, the way they serve it."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+import requests
+import zstandard
+from gguf import GGUFReader
+
+from testbed.mirrors import Mirrors, start_mirrors
+from testbed.registry import (
+    CONFIG_V1,
+    MANIFEST_V2,
+    MEDIA_LICENSE,
+    MEDIA_MESSAGES,
+    MEDIA_MODEL,
+    MEDIA_PARAMS,
+    MEDIA_SYSTEM,
+    MEDIA_TEMPLATE,
+    sha256_digest,
+)
+from testbed.releases import parse_checksums
+
+pytestmark = pytest.mark.mirrors
+
+ACCEPT_MANIFEST = {"Accept": MANIFEST_V2}
+
+
+def _get(url: str, **kwargs: object) -> requests.Response:
+    response = requests.get(url, timeout=30, **kwargs)  # type: ignore[arg-type]
+    response.raise_for_status()
+    return response
+
+
+# --- registry ---
+
+
+def test_seeded_tags(mirrors: Mirrors) -> None:
+    url = mirrors.registry_url
+    assert _get(f"{url}/v2/_catalog").json()["repositories"] == [
+        "acme/tiny-assistant",
+        "library/tinyllama",
+        "library/tinyqwen",
+    ]
+    assert sorted(_get(f"{url}/v2/library/tinyllama/tags/list").json()["tags"]) == [
+        "1.1b",
+        "1.1b-q4_0",
+        "latest",
+    ]
+    assert sorted(_get(f"{url}/v2/library/tinyqwen/tags/list").json()["tags"]) == ["0.5b", "latest"]
+    assert _get(f"{url}/v2/acme/tiny-assistant/tags/list").json()["tags"] == ["v1"]
+
+
+def test_manifests_served_with_media_types_and_digest(mirrors: Mirrors) -> None:
+    assert len(mirrors.catalog) == 6
+    for entry in mirrors.catalog:
+        response = _get(
+            f"{mirrors.registry_url}/v2/{entry.repository}/manifests/{entry.tag}", headers=ACCEPT_MANIFEST
+        )
+        assert response.headers["Content-Type"] == MANIFEST_V2
+        assert response.content == entry.manifest
+        assert response.headers["Docker-Content-Digest"] == sha256_digest(response.content) == entry.digest
+        manifest = json.loads(response.content)
+        assert manifest["schemaVersion"] == 2
+        assert manifest["mediaType"] == MANIFEST_V2
+        assert manifest["config"]["mediaType"] == CONFIG_V1
+        assert manifest["layers"][0]["mediaType"] == MEDIA_MODEL
+        # The manifest also answers by digest, as ollama pulls pinned models.
+        by_digest = _get(
+            f"{mirrors.registry_url}/v2/{entry.repository}/manifests/{entry.digest}", headers=ACCEPT_MANIFEST
+        )
+        assert by_digest.content == entry.manifest
+
+
+def test_tags_and_layers(mirrors: Mirrors) -> None:
+    catalog = mirrors.catalog
+    assert catalog["tinyllama"].digest == catalog["tinyllama:1.1b"].digest
+    assert catalog["tinyllama:1.1b-q4_0"].digest != catalog["tinyllama"].digest
+    assert catalog["tinyqwen:latest"].digest == catalog["library/tinyqwen:0.5b"].digest
+    assistant = catalog["acme/tiny-assistant:v1"]
+    assert {layer.media_type for layer in assistant.layers} == {
+        MEDIA_MODEL,
+        MEDIA_TEMPLATE,
+        MEDIA_SYSTEM,
+        MEDIA_LICENSE,
+        MEDIA_PARAMS,
+        MEDIA_MESSAGES,
+    }
+    messages = json.loads(assistant.layer(MEDIA_MESSAGES).content or b"")
+    assert messages and all(set(message) == {"role", "content"} for message in messages)
+    params = json.loads(catalog["tinyllama"].layer(MEDIA_PARAMS).content or b"")
+    assert params["stop"] and params["num_ctx"] == 2048
+    template = (catalog["tinyllama"].layer(MEDIA_TEMPLATE).content or b"").decode()
+    assert "{{ .System }}" in template and "{{ .Content }}" in template
+
+
+def test_config_blob_is_ollama_config(mirrors: Mirrors) -> None:
+    for entry in mirrors.catalog:
+        response = _get(f"{mirrors.registry_url}/v2/{entry.repository}/blobs/{entry.config.digest}")
+        config = json.loads(response.content)
+        assert config["model_format"] == "gguf"
+        assert config["model_family"] in config["model_families"]
+        assert config["os"] == "linux" and config["architecture"] == "amd64"
+        assert config["rootfs"] == {"type": "layers", "diff_ids": [layer.digest for layer in entry.layers]}
+    assert json.loads(mirrors.catalog["tinyllama:1.1b-q4_0"].config.content or b"")["file_type"] == "Q4_0"
+
+
+def test_blobs_by_digest(mirrors: Mirrors) -> None:
+    for entry in mirrors.catalog:
+        for blob in entry.blobs():
+            response = _get(f"{mirrors.registry_url}/v2/{entry.repository}/blobs/{blob.digest}")
+            assert int(response.headers["Content-Length"]) == blob.size == len(response.content)
+            assert sha256_digest(response.content) == blob.digest
+            assert response.headers["Docker-Content-Digest"] == blob.digest
+            if blob.content is not None:
+                assert response.content == blob.content
+            assert response.content == mirrors.catalog.blob_paths[blob.digest].read_bytes()
+
+
+def test_blob_range_request(mirrors: Mirrors) -> None:
+    entry = mirrors.catalog["tinyqwen"]
+    model = entry.layer(MEDIA_MODEL)
+    expected = model.path.read_bytes()
+    start, end = 1000, 70_000
+    response = requests.get(
+        f"{mirrors.registry_url}/v2/{entry.repository}/blobs/{model.digest}",
+        headers={"Range": f"bytes={start}-{end}"},
+        timeout=30,
+    )
+    assert response.status_code == 206
+    assert response.headers["Content-Range"] == f"bytes {start}-{end}/{model.size}"
+    assert response.content == expected[start : end + 1]
+
+
+def test_blobs_are_shared(mirrors: Mirrors) -> None:
+    catalog = mirrors.catalog
+    license_digests = {entry.layer(MEDIA_LICENSE).digest for entry in catalog}
+    assert len(license_digests) == 1
+    assert catalog["tinyqwen"].layer(MEDIA_TEMPLATE) == catalog["acme/tiny-assistant:v1"].layer(
+        MEDIA_TEMPLATE
+    )
+    shared_model = catalog["tinyqwen"].layer(MEDIA_MODEL)
+    assert catalog["acme/tiny-assistant:v1"].layer(MEDIA_MODEL).digest == shared_model.digest
+    # Distribution stores one copy per digest, whichever repositories link it.
+    stored = list(mirrors.registry.data_dir.rglob(f"blobs/sha256/*/{shared_model.digest.split(':')[1]}/data"))
+    assert len(stored) == 1
+    for repository in ("library/tinyqwen", "acme/tiny-assistant"):
+        response = requests.head(
+            f"{mirrors.registry_url}/v2/{repository}/blobs/{shared_model.digest}", timeout=30
+        )
+        assert response.status_code == 200
+
+
+def test_unknown_model_is_404(mirrors: Mirrors) -> None:
+    response = requests.get(
+        f"{mirrors.registry_url}/v2/library/nosuchmodel/manifests/latest", headers=ACCEPT_MANIFEST, timeout=30
+    )
+    assert response.status_code == 404
+    # Distribution 2.8 answers MANIFEST_UNKNOWN for a repository it never saw; newer ones NAME_UNKNOWN.
+    assert response.json()["errors"][0]["code"] in {"MANIFEST_UNKNOWN", "NAME_UNKNOWN"}
+
+
+def _string_field(reader: GGUFReader, key: str) -> str:
+    field = reader.fields[key]
+    return bytes(field.parts[field.data[0]]).decode()
+
+
+def test_ggufs_read_back(mirrors: Mirrors) -> None:
+    gguf_paths = {entry.gguf_path for entry in mirrors.catalog}
+    assert len(gguf_paths) == 3
+    for path in gguf_paths:
+        assert 400_000 < path.stat().st_size < 3_000_000
+        reader = GGUFReader(path)
+        assert _string_field(reader, "general.architecture") == "llama"
+        tokens_field = reader.fields["tokenizer.ggml.tokens"]
+        tokens = [bytes(tokens_field.parts[index]).decode() for index in tokens_field.data]
+        assert tokens[:3] == ["<unk>", "<s>", "</s>"]
+        assert "<0x0A>" in tokens and "▁the" in tokens
+        assert len(tokens) > 300
+        assert "messages" in _string_field(reader, "tokenizer.chat_template")
+        assert reader.tensors[0].name == "token_embd.weight"
+        assert int(reader.tensors[0].shape[1]) == len(tokens)
+
+
+def test_ggufs_are_deterministic(tmp_path: Path, mirrors: Mirrors) -> None:
+    from testbed.gguf_models import write_tiny_gguf
+
+    first = write_tiny_gguf(tmp_path / "a.gguf", name="same", seed=5)
+    second = write_tiny_gguf(tmp_path / "b.gguf", name="same", seed=5)
+    other = write_tiny_gguf(tmp_path / "c.gguf", name="same", seed=6)
+    assert first.read_bytes() == second.read_bytes() != other.read_bytes()
+    # The seeded model equals a fresh write with the same arguments, so registry digests are stable.
+    entry = mirrors.catalog["tinyllama"]
+    rewritten = write_tiny_gguf(tmp_path / "tinyllama.gguf", name="TinyLlama 1.1B Chat", seed=11)
+    assert sha256_digest(rewritten.read_bytes()) == entry.layer(MEDIA_MODEL).digest
+
+
+# --- releases ---
+
+
+def _unpack(data: bytes, filename: str) -> tarfile.TarFile:
+    if filename.endswith(".tar.zst"):
+        data = zstandard.ZstdDecompressor().decompress(data)
+        return tarfile.open(fileobj=io.BytesIO(data), mode="r:")
+    return tarfile.open(fileobj=io.BytesIO(data), mode="r:gz")
+
+
+def test_release_redirects_like_github(mirrors: Mirrors) -> None:
+    asset = mirrors.releases.assets[0]
+    response = requests.get(f"{mirrors.release_base_url}/{asset.url_path}", allow_redirects=False, timeout=30)
+    assert response.status_code == 302
+    location = response.headers["Location"]
+    assert "/releases/download/" not in location and location.endswith(
+        f"filename%3D{asset.filename}&rsct=application%2Foctet-stream"
+    )
+    followed = _get(location)
+    assert followed.headers["Content-Type"] == "application/octet-stream"
+    assert int(followed.headers["Content-Length"]) == asset.size
+
+
+@pytest.mark.parametrize(
+    ("tag", "filename"),
+    [
+        ("v0.13.5", "ollama-linux-amd64.tar.zst"),  # the old version has no .tar.zst
+        ("v0.14.1", "ollama-linux-amd64.tgz"),  # the new version has no .tgz
+        ("v9.9.9", "ollama-linux-amd64.tgz"),
+    ],
+)
+def test_missing_release_asset_is_404(mirrors: Mirrors, tag: str, filename: str) -> None:
+    response = requests.get(f"{mirrors.release_base_url}/{tag}/{filename}", allow_redirects=False, timeout=30)
+    assert response.status_code == 404
+
+
+def test_release_archives_match_sha256sum(mirrors: Mirrors) -> None:
+    from testbed import config
+
+    styles = {}
+    for version in config.OLLAMA_VERSIONS:
+        sums = parse_checksums(_get(f"{mirrors.release_base_url}/v{version}/sha256sum.txt").text)
+        raw_lines = _get(f"{mirrors.release_base_url}/v{version}/sha256sum.txt").text.splitlines()
+        assert all(line.split("  ")[1].startswith("./ollama-linux-") for line in raw_lines)
+        assert set(sums) == {a.filename for a in mirrors.releases.assets if a.version == version}
+        for filename, digest in sums.items():
+            served = _get(f"{mirrors.release_base_url}/v{version}/{filename}").content
+            assert hashlib.sha256(served).hexdigest() == digest
+        styles[version] = {name.split(".", 1)[1] for name in sums}
+    assert styles[config.OLLAMA_VERSION_TGZ] == {"tgz"}
+    assert styles[config.OLLAMA_VERSION_ZST] == {"tar.zst"}
+
+
+def test_release_archive_layout(mirrors: Mirrors) -> None:
+    assert {(a.version, a.arch) for a in mirrors.releases.assets} == {
+        (version, arch) for version in ("0.13.5", "0.14.1") for arch in ("amd64", "arm64")
+    }
+    for asset in mirrors.releases.assets:
+        data = _get(f"{mirrors.release_base_url}/{asset.url_path}").content
+        with _unpack(data, asset.filename) as archive:
+            members = {member.name.rstrip("/"): member for member in archive.getmembers()}
+            binary = members["bin/ollama"]
+            assert binary.isfile() and binary.mode & 0o777 == 0o755
+            assert binary.uid == binary.gid == 0
+            script = archive.extractfile(binary).read().decode()  # type: ignore[union-attr]
+            assert script.startswith("#!") and asset.version in script
+            assert members["lib/ollama"].isdir()
+            libraries = [
+                name for name in members if name.startswith("lib/ollama/") and members[name].isfile()
+            ]
+            assert "lib/ollama/libggml-base.so" in libraries
+            assert "lib/ollama/cuda_v12/libggml-cuda.so" in libraries
+            for library in libraries:
+                assert archive.extractfile(members[library]).read().startswith(b"PLACEHOLDER ")  # type: ignore[union-attr]
+
+
+def test_release_range_request(mirrors: Mirrors) -> None:
+    asset = mirrors.releases.asset("0.14.1", "amd64")
+    expected = asset.path.read_bytes()
+    response = requests.get(
+        f"{mirrors.release_base_url}/{asset.url_path}", headers={"Range": "bytes=4096-"}, timeout=30
+    )
+    assert response.status_code == 206
+    assert response.headers["Content-Range"] == f"bytes 4096-{asset.size - 1}/{asset.size}"
+    assert response.content == expected[4096:]
+
+
+def test_latest_download_redirects_to_newest(mirrors: Mirrors) -> None:
+    response = _get(f"{mirrors.releases_server.url}/ollama/ollama/releases/latest/download/sha256sum.txt")
+    assert "/v0.14.1/" in response.history[0].headers["Location"]
+    assert "ollama-linux-amd64.tar.zst" in response.text
+
+
+# --- lifecycle ---
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes (and should have been reaped by Popen.wait anyway).
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "State:\tZ" not in status.read_text()
+
+
+def _our_processes(state_dir: Path) -> list[int]:
+    """PIDs of any process whose command line mentions this mirror's state dir (nginx workers included)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if str(state_dir) in cmdline:
+                found.append(int(proc.name))
+    return found
+
+
+def test_start_and_stop_leave_nothing_running(tmp_path: Path) -> None:
+    started = start_mirrors(tmp_path / "mirrors")
+    pids = started.pids
+    nginx_workers = [
+        int(pid)
+        for pid in (
+            Path(f"/proc/{started.releases_server.pid}/task/{started.releases_server.pid}/children")
+            .read_text()
+            .split()
+        )
+    ]
+    assert nginx_workers
+    try:
+        assert requests.get(f"{started.registry_url}/v2/", timeout=10).status_code == 200
+        assert all(_alive(pid) for pid in pids)
+    finally:
+        started.stop()
+    assert not any(_alive(pid) for pid in (*pids, *nginx_workers))
+    assert _our_processes(tmp_path) == []
+    started.stop()  # idempotent
+
+
+# --- token auth (ghcr.io-style anonymous pull tokens) ---
+
+
+def test_token_auth_challenges_then_serves(mirrors_token_auth: Mirrors) -> None:
+    from testbed.registry import parse_bearer_challenge
+
+    mirrors = mirrors_token_auth
+    issuer = mirrors.token_issuer
+    assert issuer is not None
+    entry = mirrors.catalog["tinyllama:1.1b"]
+    manifest_url = f"{mirrors.registry_url}/v2/{entry.repository}/manifests/{entry.tag}"
+
+    refused = requests.get(manifest_url, headers=ACCEPT_MANIFEST, timeout=30)
+    assert refused.status_code == 401
+    challenge = parse_bearer_challenge(refused.headers["WWW-Authenticate"])
+    assert challenge["realm"] == issuer.realm
+    assert challenge["service"] == issuer.service
+    assert challenge["scope"] == f"repository:{entry.repository}:pull"
+
+    # Anonymous token, exactly as a client asks the realm the challenge named.
+    token = _get(
+        challenge["realm"], params={"service": challenge["service"], "scope": challenge["scope"]}
+    ).json()
+    assert token["token"] == token["access_token"] and token["expires_in"] > 0
+    bearer = {"Authorization": f"Bearer {token['token']}"}
+    served = _get(manifest_url, headers={**ACCEPT_MANIFEST, **bearer})
+    assert served.content == entry.manifest
+    assert served.headers["Docker-Content-Digest"] == entry.digest
+    model = entry.layer(MEDIA_MODEL)
+    blob = requests.get(
+        f"{mirrors.registry_url}/v2/{entry.repository}/blobs/{model.digest}",
+        headers={**bearer, "Range": "bytes=0-99"},
+        timeout=30,
+    )
+    assert blob.status_code == 206 and blob.content == model.path.read_bytes()[:100]
+
+    # The pull token is scoped: another repository and pushing are refused.
+    other = requests.get(
+        f"{mirrors.registry_url}/v2/library/tinyqwen/manifests/latest",
+        headers={**ACCEPT_MANIFEST, **bearer},
+        timeout=30,
+    )
+    assert other.status_code == 401
+    push_token = _get(
+        challenge["realm"],
+        params={"service": challenge["service"], "scope": f"repository:{entry.repository}:pull,push"},
+    ).json()["token"]
+    upload = requests.post(
+        f"{mirrors.registry_url}/v2/{entry.repository}/blobs/uploads/",
+        headers={"Authorization": f"Bearer {push_token}"},
+        timeout=30,
+    )
+    assert upload.status_code == 401
+    assert issuer.issued[-1]["access"] == [
+        {"type": "repository", "name": entry.repository, "actions": ["pull"]}
+    ]
+
+
+def test_token_issuer_rejects_bad_credentials(mirrors_token_auth: Mirrors) -> None:
+    issuer = mirrors_token_auth.token_issuer
+    assert issuer is not None
+    response = requests.get(
+        issuer.realm, params={"service": issuer.service}, auth=("testbed-seeder", "wrong"), timeout=30
+    )
+    assert response.status_code == 401
+
+
+def test_release_binary_reports_its_version(mirrors: Mirrors, tmp_path: Path) -> None:
+    """Unpacked like install.sh does (tar -x into a prefix), bin/ollama runs and knows its version."""
+    for version in ("0.13.5", "0.14.1"):
+        asset = mirrors.releases.asset(version, "amd64")
+        data = _get(f"{mirrors.release_base_url}/{asset.url_path}").content
+        prefix = tmp_path / version
+        with _unpack(data, asset.filename) as archive:
+            archive.extractall(prefix, filter="tar")
+        binary = prefix / "bin" / "ollama"
+        assert os.access(binary, os.X_OK)
+        result = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30, check=True)
+        assert version in result.stdout
