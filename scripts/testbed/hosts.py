@@ -187,9 +187,7 @@ def _create_host_network(index: int) -> None:
     _run("ip", "netns", "add", namespace)
     _run("ip", "link", "add", veth, "type", "veth", "peer", "name", GUEST_INTERFACE, "netns", namespace)
     _run("ip", "link", "set", veth, "master", BRIDGE, "up")
-    _run(
-        "ip", "-n", namespace, "addr", "add", f"{host_address(index)}/{NETMASK_BITS}", "dev", GUEST_INTERFACE
-    )
+    _run("ip", "-n", namespace, "addr", "add", f"{host_address(index)}/{NETMASK_BITS}", "dev", GUEST_INTERFACE)
     _run("ip", "-n", namespace, "link", "set", GUEST_INTERFACE, "up")
     _run("ip", "-n", namespace, "link", "set", "lo", "up")
 
@@ -296,9 +294,7 @@ class Host:
             timeout=timeout,
         )
         if check and result.returncode != 0:
-            raise TestBedError(
-                f"{self.name}: {command!r} failed ({result.returncode}): {result.stderr.strip()}"
-            )
+            raise TestBedError(f"{self.name}: {command!r} failed ({result.returncode}): {result.stderr.strip()}")
         return result
 
     def boot_id(self) -> str:
@@ -400,8 +396,11 @@ class TestHosts:
         for host in hosts:
             state = "stopped"
             if host.nspawn_pid():
-                probe = host.ssh("systemctl is-system-running", check=False, timeout=10)
-                state = probe.stdout.strip() or "no-ssh"
+                try:
+                    probe = host.ssh("systemctl is-system-running", check=False, timeout=10)
+                    state = probe.stdout.strip() or "no-ssh"
+                except subprocess.TimeoutExpired:
+                    state = "no-ssh"
             report.append(
                 {
                     "name": host.name,
@@ -444,13 +443,9 @@ class TestHosts:
                 raise TestBedError(f"{host.name}: systemd-nspawn is not running\n{host.console_tail()}")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TestBedError(
-                    f"{host.name}: not up after {self.boot_timeout:.0f} s\n{host.console_tail()}"
-                )
+                raise TestBedError(f"{host.name}: not up after {self.boot_timeout:.0f} s\n{host.console_tail()}")
             try:
-                probe = host.ssh(
-                    "systemctl is-system-running --wait", check=False, timeout=min(remaining, 60)
-                )
+                probe = host.ssh("systemctl is-system-running --wait", check=False, timeout=min(remaining, 60))
             except subprocess.TimeoutExpired:
                 continue
             state = probe.stdout.strip()
@@ -628,9 +623,7 @@ def supervise(host_dir: Path, nspawn_argv: Sequence[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m testbed.hosts", description="The test bed's target hosts."
-    )
+    parser = argparse.ArgumentParser(prog="python -m testbed.hosts", description="The test bed's target hosts.")
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="boot hosts and write the Ansible inventory")
     up.add_argument("--hosts", type=int, default=2, help="how many hosts (default 2)")

@@ -3,6 +3,7 @@
 ``start_registry`` runs ``docker-registry serve`` on a free loopback port with a generated config;
 ``seed_models`` pushes tiny GGUF models as ollama manifests through the ordinary blob-upload API and returns a
 ``Catalog`` of everything it pushed, so tests can compare what a client fetched with what was served.
+``TokenIssuer`` adds ghcr.io-style token auth: 401 + ``WWW-Authenticate: Bearer`` until a client brings a JWT.
 """
 
 from __future__ import annotations
@@ -57,9 +58,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_until(
-    check: Callable[[], bool], *, timeout: float, what: str, process: subprocess.Popen[bytes]
-) -> None:
+def wait_until(check: Callable[[], bool], *, timeout: float, what: str, process: subprocess.Popen[bytes]) -> None:
     """Poll ``check`` until it is true; fail early if ``process`` died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -71,9 +70,7 @@ def wait_until(
     raise TimeoutError(f"{what} did not become ready within {timeout:.0f}s")
 
 
-def stop_process(
-    process: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, timeout: float = 10.0
-) -> None:
+def stop_process(process: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
     """Signal one process we started (by its PID) and reap it; SIGKILL if it lingers."""
     if process.poll() is not None:
         return
@@ -128,9 +125,7 @@ class RegistryServer:
         stop_process(self.process)
 
 
-def registry_config(
-    data_dir: Path, host: str, port: int, auth: TokenAuthConfig | None = None
-) -> dict[str, object]:
+def registry_config(data_dir: Path, host: str, port: int, auth: TokenAuthConfig | None = None) -> dict[str, object]:
     config: dict[str, object] = {
         "version": 0.1,
         "log": {"level": "info", "formatter": "text"},
@@ -168,9 +163,7 @@ def start_registry(
     data_dir.mkdir(exist_ok=True)
     chosen_port = port or free_port(host)
     config_path = state_dir / "config.yml"
-    config_path.write_text(
-        yaml.safe_dump(registry_config(data_dir, host, chosen_port, auth), sort_keys=False)
-    )
+    config_path.write_text(yaml.safe_dump(registry_config(data_dir, host, chosen_port, auth), sort_keys=False))
     log_path = state_dir / "registry.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen(
@@ -263,9 +256,7 @@ class RegistryPusher:
                 return
             started = mounted  # 202: the registry opened an ordinary upload instead
         else:
-            started = self.session.post(
-                uploads, headers=self._auth(f"repository:{repository}:pull,push"), timeout=30
-            )
+            started = self.session.post(uploads, headers=self._auth(f"repository:{repository}:pull,push"), timeout=30)
         if started.status_code != 202:
             raise RuntimeError(f"starting upload to {repository}: HTTP {started.status_code} {started.text}")
         location = requests.compat.urljoin(f"{self.base_url}/", started.headers["Location"])
@@ -296,9 +287,7 @@ class RegistryPusher:
             raise RuntimeError(f"finishing upload of {digest}: HTTP {finished.status_code} {finished.text}")
         self._pushed_to.setdefault(digest, repository)
 
-    def put_manifest(
-        self, repository: str, reference: str, manifest: bytes, media_type: str = MANIFEST_V2
-    ) -> str:
+    def put_manifest(self, repository: str, reference: str, manifest: bytes, media_type: str = MANIFEST_V2) -> str:
         response = self.session.put(
             f"{self.base_url}/v2/{repository}/manifests/{reference}",
             data=manifest,
@@ -306,9 +295,7 @@ class RegistryPusher:
             timeout=30,
         )
         if response.status_code != 201:
-            raise RuntimeError(
-                f"PUT manifest {repository}:{reference}: HTTP {response.status_code} {response.text}"
-            )
+            raise RuntimeError(f"PUT manifest {repository}:{reference}: HTTP {response.status_code} {response.text}")
         return response.headers["Docker-Content-Digest"]
 
 
@@ -471,9 +458,7 @@ def seed_models(registry_url: str, work_dir: Path, *, pusher: RegistryPusher | N
             "Q8_0",
         ),
         "tinyllama-q4_0": (
-            write_tiny_gguf(
-                gguf_dir / "tinyllama-1.1b-q4_0.gguf", name="TinyLlama 1.1B Chat", seed=11, quant="Q4_0"
-            ),
+            write_tiny_gguf(gguf_dir / "tinyllama-1.1b-q4_0.gguf", name="TinyLlama 1.1B Chat", seed=11, quant="Q4_0"),
             "Q4_0",
         ),
         "tinyqwen-f16": (
@@ -574,12 +559,8 @@ def seed_models(registry_url: str, work_dir: Path, *, pusher: RegistryPusher | N
         for tag in spec.tags:
             served_digest = pusher.put_manifest(spec.repository, tag, manifest)
             if served_digest != sha256_digest(manifest):
-                raise RuntimeError(
-                    f"registry stored {spec.repository}:{tag} as {served_digest}, not our bytes"
-                )
-            entry = ModelEntry(
-                spec.repository, tag, manifest, served_digest, config, tuple(layers), gguf_path
-            )
+                raise RuntimeError(f"registry stored {spec.repository}:{tag} as {served_digest}, not our bytes")
+            entry = ModelEntry(spec.repository, tag, manifest, served_digest, config, tuple(layers), gguf_path)
             catalog.models[entry.reference] = entry
     catalog.blob_paths.update(store.paths)
     return catalog

@@ -136,9 +136,7 @@ def build_tar(version: str, arch: str) -> bytes:
     files: dict[str, tuple[bytes, int]] = {"bin/ollama": (render_script(version).encode(), 0o755)}
     for library, size in _LIBRARIES[arch].items():
         files[library] = (placeholder_library(library.rsplit("/", 1)[-1], version, arch, size), 0o755)
-    directories = sorted(
-        {str(parent) for name in files for parent in Path(name).parents if str(parent) != "."}
-    )
+    directories = sorted({str(parent) for name in files for parent in Path(name).parents if str(parent) != "."})
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as archive:
         for directory in directories:
@@ -181,14 +179,10 @@ def build_release_tree(
             data = compress(build_tar(version, arch), style)
             path = release_dir / filename
             _write_atomic(path, data)
-            assets.append(
-                ReleaseAsset(version, arch, filename, path, hashlib.sha256(data).hexdigest(), len(data))
-            )
+            assets.append(ReleaseAsset(version, arch, filename, path, hashlib.sha256(data).hexdigest(), len(data)))
         # The release workflow runs `find . -type f | xargs sha256sum`: "<hex>  ./<file>".
         lines = [
-            f"{a.sha256}  ./{a.filename}\n"
-            for a in sorted(assets, key=lambda a: a.filename)
-            if a.version == version
+            f"{a.sha256}  ./{a.filename}\n" for a in sorted(assets, key=lambda a: a.filename) if a.version == version
         ]
         _write_atomic(release_dir / CHECKSUM_FILE, "".join(lines).encode())
     return ReleaseTree(root, tuple(assets))

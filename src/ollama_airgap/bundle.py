@@ -370,9 +370,16 @@ def scan_archive(archive: Path) -> tuple[BundleIndex, bytes | None, list[tarfile
     if index is None:
         raise VerifyError(f"{archive}: no {MANIFEST_NAME}: not a bundle")
     trailing = archive.stat().st_size - end
-    if trailing > RECORD:
+    if trailing > 2 * BLOCK + RECORD or _has_data(archive, end):
         problems.append(f"{trailing} bytes of data past the end of the archive (over its declared size)")
     return index, sums, members, problems
+
+
+def _has_data(archive: Path, offset: int) -> bool:
+    """Whether anything but the zero padding of the end-of-archive marker follows ``offset``."""
+    with open(archive, "rb") as handle:
+        handle.seek(offset)
+        return any(handle.read(2 * BLOCK + RECORD + 1))
 
 
 def verify_archive(archive: Path, reporter: Reporter, workers: int | None = None) -> VerifyReport:

@@ -79,9 +79,7 @@ def _testbed_mounts() -> list[str]:
     return [line for line in lines if str(STATE_DIR) in line]
 
 
-def test_down_leaves_nothing_and_cached_up_is_quick(
-    test_hosts: TestHosts, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_down_leaves_nothing_and_cached_up_is_quick(test_hosts: TestHosts, capsys: pytest.CaptureFixture[str]) -> None:
     count = len(test_hosts.hosts)
     test_hosts.down()
     assert list_host_processes() == []

@@ -62,9 +62,7 @@ def test_seeded_tags(mirrors: Mirrors) -> None:
 def test_manifests_served_with_media_types_and_digest(mirrors: Mirrors) -> None:
     assert len(mirrors.catalog) == 6
     for entry in mirrors.catalog:
-        response = _get(
-            f"{mirrors.registry_url}/v2/{entry.repository}/manifests/{entry.tag}", headers=ACCEPT_MANIFEST
-        )
+        response = _get(f"{mirrors.registry_url}/v2/{entry.repository}/manifests/{entry.tag}", headers=ACCEPT_MANIFEST)
         assert response.headers["Content-Type"] == MANIFEST_V2
         assert response.content == entry.manifest
         assert response.headers["Docker-Content-Digest"] == sha256_digest(response.content) == entry.digest
@@ -144,18 +142,14 @@ def test_blobs_are_shared(mirrors: Mirrors) -> None:
     catalog = mirrors.catalog
     license_digests = {entry.layer(MEDIA_LICENSE).digest for entry in catalog}
     assert len(license_digests) == 1
-    assert catalog["tinyqwen"].layer(MEDIA_TEMPLATE) == catalog["acme/tiny-assistant:v1"].layer(
-        MEDIA_TEMPLATE
-    )
+    assert catalog["tinyqwen"].layer(MEDIA_TEMPLATE) == catalog["acme/tiny-assistant:v1"].layer(MEDIA_TEMPLATE)
     shared_model = catalog["tinyqwen"].layer(MEDIA_MODEL)
     assert catalog["acme/tiny-assistant:v1"].layer(MEDIA_MODEL).digest == shared_model.digest
     # Distribution stores one copy per digest, whichever repositories link it.
     stored = list(mirrors.registry.data_dir.rglob(f"blobs/sha256/*/{shared_model.digest.split(':')[1]}/data"))
     assert len(stored) == 1
     for repository in ("library/tinyqwen", "acme/tiny-assistant"):
-        response = requests.head(
-            f"{mirrors.registry_url}/v2/{repository}/blobs/{shared_model.digest}", timeout=30
-        )
+        response = requests.head(f"{mirrors.registry_url}/v2/{repository}/blobs/{shared_model.digest}", timeout=30)
         assert response.status_code == 200
 
 
@@ -270,9 +264,7 @@ def test_release_archive_layout(mirrors: Mirrors) -> None:
             script = archive.extractfile(binary).read().decode()  # type: ignore[union-attr]
             assert script.startswith("#!") and asset.version in script
             assert members["lib/ollama"].isdir()
-            libraries = [
-                name for name in members if name.startswith("lib/ollama/") and members[name].isfile()
-            ]
+            libraries = [name for name in members if name.startswith("lib/ollama/") and members[name].isfile()]
             assert "lib/ollama/libggml-base.so" in libraries
             assert "lib/ollama/cuda_v12/libggml-cuda.so" in libraries
             for library in libraries:
@@ -329,9 +321,7 @@ def test_start_and_stop_leave_nothing_running(tmp_path: Path) -> None:
     nginx_workers = [
         int(pid)
         for pid in (
-            Path(f"/proc/{started.releases_server.pid}/task/{started.releases_server.pid}/children")
-            .read_text()
-            .split()
+            Path(f"/proc/{started.releases_server.pid}/task/{started.releases_server.pid}/children").read_text().split()
         )
     ]
     assert nginx_workers
@@ -365,9 +355,7 @@ def test_token_auth_challenges_then_serves(mirrors_token_auth: Mirrors) -> None:
     assert challenge["scope"] == f"repository:{entry.repository}:pull"
 
     # Anonymous token, exactly as a client asks the realm the challenge named.
-    token = _get(
-        challenge["realm"], params={"service": challenge["service"], "scope": challenge["scope"]}
-    ).json()
+    token = _get(challenge["realm"], params={"service": challenge["service"], "scope": challenge["scope"]}).json()
     assert token["token"] == token["access_token"] and token["expires_in"] > 0
     bearer = {"Authorization": f"Bearer {token['token']}"}
     served = _get(manifest_url, headers={**ACCEPT_MANIFEST, **bearer})
@@ -398,9 +386,7 @@ def test_token_auth_challenges_then_serves(mirrors_token_auth: Mirrors) -> None:
         timeout=30,
     )
     assert upload.status_code == 401
-    assert issuer.issued[-1]["access"] == [
-        {"type": "repository", "name": entry.repository, "actions": ["pull"]}
-    ]
+    assert issuer.issued[-1]["access"] == [{"type": "repository", "name": entry.repository, "actions": ["pull"]}]
 
 
 def test_token_issuer_rejects_bad_credentials(mirrors_token_auth: Mirrors) -> None:

@@ -1,0 +1,264 @@
+"""`bundle build` against the test bed's real docker-registry and nginx mirrors (no hand-written HTTP fakes)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from ollama_airgap.cli.main import main
+from testbed.mirrors import Mirrors
+
+pytestmark = pytest.mark.mirrors
+
+MODELS = ["tinyllama:latest", "tinyllama:1.1b", "tinyllama:1.1b-q4_0", "tinyqwen:0.5b", "acme/tiny-assistant:v1"]
+
+
+def mirror_args(mirrors: Mirrors) -> list[str]:
+    github = urlsplit(mirrors.release_base_url)
+    return [
+        "--mirror", f"registry.ollama.ai={mirrors.registry_url}",
+        "--mirror", f"github.com={github.scheme}://{github.netloc}",
+    ]
+
+
+def write_spec(path: Path, version: str = "0.14.1", models: list[str] | None = None, **extra: object) -> Path:
+    spec = {"name": "demo", "ollama": {"version": version, "architectures": ["amd64", "arm64"]}}
+    spec["models"] = MODELS if models is None else models
+    spec.update(extra)
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def build(tmp_path: Path, mirrors: Mirrors, spec: Path, cache: Path, out: Path, *more: str,
+          capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:
+    capsys.readouterr()
+    code = main(["build", str(spec), "--cache", str(cache), "-o", str(out), "--json", *mirror_args(mirrors), *more])
+    captured = capsys.readouterr()
+    result = json.loads(captured.out) if captured.out.strip() else {}
+    result["stderr"] = captured.err
+    return code, result
+
+
+@pytest.fixture(scope="module")
+def first_build(mirrors: Mirrors, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("build")
+    spec = write_spec(tmp / "demo.yaml")
+    cache, out = tmp / "cache", tmp / "demo.tar"
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("bundle")), "build", str(spec), "--cache", str(cache), "-o", str(out), "--json",
+         *mirror_args(mirrors)],
+        capture_output=True, text=True, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "", "progress bars must stay quiet when not a TTY"
+    return {"tmp": tmp, "spec": spec, "cache": cache, "out": out, "result": json.loads(proc.stdout)}
+
+
+def test_full_build_is_verified_and_complete(first_build: dict, mirrors: Mirrors) -> None:
+    out: Path = first_build["out"]
+    assert main(["verify", str(out), "-q"]) == 0
+    with tarfile.open(out) as tar:
+        names = set(tar.getnames())
+    assert "ollama/0.14.1/ollama-linux-amd64.tar.zst" in names and "ollama/0.14.1/ollama-linux-arm64.tar.zst" in names
+    assert "ollama/0.14.1/sha256sum.txt" in names
+    for model in MODELS:
+        entry = mirrors.catalog[model]
+        repo, tag = entry.repository, entry.tag
+        assert f"models/manifests/registry.ollama.ai/{repo}/{tag}" in names
+        assert f"modelfiles/registry.ollama.ai/{repo}/{tag}.Modelfile" in names
+        for blob in entry.blobs():
+            assert f"models/blobs/sha256-{blob.digest[7:]}" in names
+    with tarfile.open(out) as tar:
+        all_names = tar.getnames()
+    assert len(all_names) == len(set(all_names)), "shared blobs are packed once"
+    assert first_build["result"]["fetched_blobs"] > 0
+
+
+def test_native_layout_is_byte_exact_with_the_registry(first_build: dict, mirrors: Mirrors, tmp_path: Path) -> None:
+    subprocess.run(["tar", "-xf", str(first_build["out"]), "-C", str(tmp_path)], check=True)
+    subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=tmp_path, check=True)
+    for model in MODELS:
+        entry = mirrors.catalog[model]
+        manifest = tmp_path / f"models/manifests/registry.ollama.ai/{entry.repository}/{entry.tag}"
+        assert manifest.read_bytes() == entry.manifest
+        for blob in entry.blobs():
+            assert (tmp_path / f"models/blobs/sha256-{blob.digest[7:]}").read_bytes() == blob.path.read_bytes()
+
+
+def test_modelfile_equals_what_the_registry_layers_say(first_build: dict, mirrors: Mirrors, tmp_path: Path) -> None:
+    from ollama_airgap.ollama_model import parse_modelfile
+
+    subprocess.run(["tar", "-xf", str(first_build["out"]), "-C", str(tmp_path)], check=True)
+    for model in MODELS:
+        entry = mirrors.catalog[model]
+        path = tmp_path / f"modelfiles/registry.ollama.ai/{entry.repository}/{entry.tag}.Modelfile"
+        modelfile = parse_modelfile(path.read_text(), str(path))
+        types = {blob.media_type: blob for blob in entry.layers}
+        gguf = types["application/vnd.ollama.image.model"]
+        assert (path.parent / modelfile.from_).resolve() == (tmp_path / f"models/blobs/sha256-{gguf.digest[7:]}")
+        assert modelfile.template == types["application/vnd.ollama.image.template"].content.decode()
+        if "application/vnd.ollama.image.system" in types:
+            assert modelfile.system == types["application/vnd.ollama.image.system"].content.decode()
+        else:
+            assert modelfile.system is None
+        params = json.loads(types["application/vnd.ollama.image.params"].content)
+        expected = sorted(
+            (k, str(v)) for k, values in params.items() for v in (values if isinstance(values, list) else [values])
+        )
+        assert sorted(modelfile.parameters) == expected
+        licenses = [b.content.decode() for b in entry.layers if b.media_type.endswith(".license")]
+        assert modelfile.licenses == licenses
+        if "application/vnd.ollama.image.messages" in types:
+            messages = json.loads(types["application/vnd.ollama.image.messages"].content)
+            assert modelfile.messages == [(m["role"], m["content"]) for m in messages]
+
+
+def test_second_build_downloads_no_blob_bytes(first_build: dict, mirrors: Mirrors, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    code, result = build(tmp_path, mirrors, first_build["spec"], first_build["cache"], tmp_path / "again.tar",
+                         capsys=capsys)
+    assert code == 0, result
+    assert result["fetched_blobs"] == 0
+    # Only manifests and sha256sum.txt are asked for again: no blob or release bytes.
+    blob_bytes = sum(f.stat().st_size for f in (first_build["cache"] / "blobs/sha256").iterdir())
+    assert result["bytes_downloaded"] < 64 * 1024 < blob_bytes
+    assert (tmp_path / "again.tar").read_bytes() != b""
+
+
+def test_rebuild_from_lock_gives_same_content(first_build: dict, mirrors: Mirrors, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    lock = first_build["out"].with_name("demo.lock.yaml")
+    code, result = build(tmp_path, mirrors, first_build["spec"], tmp_path / "fresh-cache", tmp_path / "locked.tar",
+                         "--lock", str(lock), capsys=capsys)
+    assert code == 0, result
+    with tarfile.open(first_build["out"]) as a, tarfile.open(tmp_path / "locked.tar") as b:
+        assert a.extractfile("SHA256SUMS").read() == b.extractfile("SHA256SUMS").read()
+    assert (tmp_path / "locked.tar").read_bytes() == first_build["out"].read_bytes()
+
+
+def test_old_release_falls_back_to_tgz(mirrors: Mirrors, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write_spec(tmp_path / "old.yaml", version="0.13.5", models=["tinyqwen"])
+    code, result = build(tmp_path, mirrors, spec, tmp_path / "cache", tmp_path / "old.tar", capsys=capsys)
+    assert code == 0, result
+    with tarfile.open(tmp_path / "old.tar") as tar:
+        names = tar.getnames()
+    assert "ollama/0.13.5/ollama-linux-amd64.tgz" in names
+    assert not any(n.endswith(".tar.zst") for n in names)
+
+
+def test_resume_of_a_partial_blob_downloads_only_the_rest(mirrors: Mirrors, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    entry = mirrors.catalog["tinyllama:1.1b-q4_0"]
+    gguf = entry.layer("application/vnd.ollama.image.model")
+    cache = tmp_path / "cache"
+    (cache / "partial").mkdir(parents=True)
+    data = gguf.path.read_bytes()
+    half = len(data) // 2
+    (cache / "partial" / gguf.digest[7:]).write_bytes(data[:half])  # what a cut-off transfer leaves
+    spec = write_spec(tmp_path / "s.yaml", models=["tinyllama:1.1b-q4_0"])
+    code, result = build(tmp_path, mirrors, spec, cache, tmp_path / "r.tar", capsys=capsys)
+    assert code == 0, result
+    release_bytes = sum(a.size for a in mirrors.releases.assets if a.version == "0.14.1")
+    others = sum(b.size for b in entry.blobs()) - gguf.size
+    assert result["bytes_downloaded"] <= release_bytes + others + (len(data) - half) + 64 * 1024
+    assert (cache / "blobs/sha256" / gguf.digest[7:]).read_bytes() == data
+
+
+def test_corrupt_blob_in_registry_is_rejected(mirrors: Mirrors, tmp_path: Path, tmp_path_factory,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    entry = mirrors.catalog["tinyllama:1.1b-q4_0"]
+    license_blob = next(b for b in entry.layers if b.media_type.endswith(".template"))
+    hexd = license_blob.digest[7:]
+    stored = mirrors.registry.data_dir / "docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
+    original = stored.read_bytes()
+    try:
+        stored.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+        spec = write_spec(tmp_path / "s.yaml", models=["tinyllama:1.1b-q4_0"])
+        code, result = build(tmp_path, mirrors, spec, tmp_path / "cache", tmp_path / "bad.tar", capsys=capsys)
+    finally:
+        stored.write_bytes(original)
+    assert code == 3
+    assert f"blob {license_blob.digest}: digest mismatch" in result["stderr"]
+    assert not (tmp_path / "bad.tar").exists()
+    assert not (tmp_path / "cache/blobs/sha256" / hexd).exists()
+    assert not (tmp_path / "cache/partial" / hexd).exists()
+
+
+def test_missing_model_names_the_registry(mirrors: Mirrors, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write_spec(tmp_path / "s.yaml", models=["nosuchmodel:7b"])
+    code, result = build(tmp_path, mirrors, spec, tmp_path / "cache", tmp_path / "x.tar", capsys=capsys)
+    assert code == 4
+    assert f"registry.ollama.ai/library/nosuchmodel:7b: not found in registry {mirrors.registry_url}" in result["stderr"]
+
+
+def test_missing_release_version(mirrors: Mirrors, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write_spec(tmp_path / "s.yaml", version="0.99.0", models=["tinyqwen"])
+    code, result = build(tmp_path, mirrors, spec, tmp_path / "cache", tmp_path / "x.tar", capsys=capsys)
+    assert code == 4 and "ollama release v0.99.0: no sha256sum.txt" in result["stderr"]
+
+
+def test_token_auth_registry(mirrors_token_auth: Mirrors, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write_spec(tmp_path / "s.yaml", models=["tinyqwen:0.5b"])
+    code, result = build(tmp_path, mirrors_token_auth, spec, tmp_path / "cache", tmp_path / "t.tar", capsys=capsys)
+    assert code == 0, result
+    assert main(["verify", str(tmp_path / "t.tar"), "-q"]) == 0
+
+
+def test_store_models_are_read_and_verified_from_disk(first_build: dict, mirrors: Mirrors, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "store"
+    entry = mirrors.catalog["tinyqwen:latest"]
+    (store / "manifests/registry.ollama.ai/library/tinyqwen").mkdir(parents=True)
+    (store / "manifests/registry.ollama.ai/library/tinyqwen/latest").write_bytes(entry.manifest)
+    (store / "blobs").mkdir()
+    for blob in entry.blobs():
+        shutil.copy(blob.path, store / "blobs" / f"sha256-{blob.digest[7:]}")
+    spec = write_spec(tmp_path / "s.yaml", models=[], store_models=[{"path": str(store), "models": ["tinyqwen"]}])
+    code, result = build(tmp_path, mirrors, spec, tmp_path / "cache", tmp_path / "s.tar", capsys=capsys)
+    assert code == 0, result
+    assert result["models"][0]["source"] == "store"
+    assert result["models"][0]["manifest_digest"] == entry.digest
+    # A rotten blob in the store is refused, naming the file.
+    gguf = store / "blobs" / f"sha256-{entry.layer('application/vnd.ollama.image.model').digest[7:]}"
+    data = bytearray(gguf.read_bytes())
+    data[100] ^= 1
+    gguf.write_bytes(bytes(data))
+    code, result = build(tmp_path, mirrors, spec, tmp_path / "cache2", tmp_path / "s2.tar", capsys=capsys)
+    assert code == 3 and f"{gguf} is corrupt" in result["stderr"]
+
+
+def test_local_gguf_with_template(mirrors: Mirrors, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gguf = mirrors.catalog["tinyllama"].gguf_path
+    spec = write_spec(
+        tmp_path / "s.yaml", models=[],
+        local_models=[{"name": "mine:v1", "gguf": str(gguf), "template": "{{ .Prompt }}", "system": "be brief",
+                       "parameters": {"stop": ["</s>"], "temperature": 0.2}}],
+    )
+    code, result = build(tmp_path, mirrors, spec, tmp_path / "cache", tmp_path / "l.tar", capsys=capsys)
+    assert code == 0, result
+    with tarfile.open(tmp_path / "l.tar") as tar:
+        text = tar.extractfile("modelfiles/registry.ollama.ai/library/mine/v1.Modelfile").read().decode()
+    assert 'TEMPLATE """{{ .Prompt }}"""' in text and "PARAMETER stop </s>" in text
+    assert 'SYSTEM """be brief"""' in text and "PARAMETER temperature 0.2" in text
+
+
+def test_inspect_and_split_join_on_a_real_build(first_build: dict, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["inspect", str(first_build["out"]), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert {m["short"] for m in info["models"]} == {
+        "tinyllama:latest", "tinyllama:1.1b", "tinyllama:1.1b-q4_0", "tinyqwen:0.5b", "acme/tiny-assistant:v1"}
+    assert all(m["licenses"] for m in info["models"])
+    assert main(["split", str(first_build["out"]), "--size", "1M", "--out-dir", str(tmp_path), "-q"]) == 0
+    parts = tmp_path / "demo.tar.parts.yaml"
+    assert main(["join", str(parts), "-o", str(tmp_path / "joined.tar"), "-q"]) == 0
+    assert (tmp_path / "joined.tar").read_bytes() == first_build["out"].read_bytes()
