@@ -505,6 +505,10 @@ class GGUFInfo:
         return "unknown"
 
 
+# A base layer of a model being created: (layer, status line, its GGUF metadata when it is one).
+BaseLayer = tuple[dict[str, Any], str, GGUFInfo | None]
+
+
 def is_gguf(path: Path) -> bool:
     try:
         with path.open("rb") as handle:
@@ -893,9 +897,10 @@ class Store:
         if not digest:
             return {}
         try:
-            return json.loads(self.blob_path(digest).read_bytes())
+            config = json.loads(self.blob_path(digest).read_bytes())
         except (OSError, ValueError, ApiError):
             return {}
+        return config if isinstance(config, dict) else {}
 
     def load_model(self, manifest: Manifest) -> Model:
         """GetModel."""
@@ -1361,7 +1366,7 @@ def _layers_from_model(
     for key in ("renderer", "parser"):
         if base_config.get(key) and not config.get(key):
             config[key] = base_config[key]
-    layers = []
+    layers: list[BaseLayer] = []
     for item in manifest.layers:
         layer, status = store.layer_from_blob(item["digest"], item["mediaType"], name.display_shortest())
         gguf = None
@@ -1408,7 +1413,7 @@ def legacy_create_request(store: Store, request: dict[str, Any]) -> dict[str, An
         else:
             rewritten.append((name, args))
     try:
-        body, _ = modelfile_create_request(rewritten or [("model", "")], base_dir) if rewritten else ({}, {})
+        body, _ = modelfile_create_request(rewritten, base_dir)
     except ModelfileError as err:
         raise ApiError(str(err), 400) from err
     body.pop("files", None)
@@ -1768,6 +1773,11 @@ class Handler(BaseHTTPRequestHandler):
                 self._error(err.status, err.message)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+        except Exception as err:  # an unexpected failure answers 500 like gin's recovery, the server lives on
+            log("ERROR", "request failed", error=f"{type(err).__name__}: {err}")
+            self.close_connection = True
+            if self._status == 0:
+                self._error(500, str(err))
         finally:
             self._access_log(self._status or 500)
 
@@ -1842,7 +1852,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def tags(self) -> None:
         store = self.server.store
-        models = []
+        models: list[dict[str, Any]] = []
+        mtimes: list[float] = []
         for name, manifest in store.manifests().items():
             config = store.read_config(manifest)
             parent = next((x.get("from", "") for x in manifest.layers if x.get("mediaType") == MT_MODEL), "")
@@ -1861,11 +1872,11 @@ class Handler(BaseHTTPRequestHandler):
                         "parameter_size": config.get("model_type", ""),
                         "quantization_level": config.get("file_type", ""),
                     },
-                    "_mtime": manifest.mtime,
                 }
             )
-        models.sort(key=lambda item: item.pop("_mtime"), reverse=True)
-        self._json(200, {"models": models})
+            mtimes.append(manifest.mtime)
+        ordered = [model for _, model in sorted(zip(mtimes, models, strict=True), key=lambda p: -p[0])]
+        self._json(200, {"models": ordered})
 
     def ps(self) -> None:
         self._json(200, {"models": self.server.runtime.ps()})
@@ -1935,7 +1946,7 @@ class Handler(BaseHTTPRequestHandler):
         stream = request.get("stream", True) is not False
         messages = list(request.get("messages") or [])
         prompt = str(request.get("prompt") or "")
-                empty = not messages if chat else (not prompt and not request.get("images"))
+        empty = not messages if chat else (not prompt and not request.get("images"))
         if empty:
             if keep_alive == 0:
                 runtime.unload(model)

@@ -91,6 +91,10 @@ PREPARED_FILES: dict[str, str] = {
 }
 
 
+class RootfsBuildError(RuntimeError):
+    """debootstrap or the preparation of the root file system failed."""
+
+
 def debian_mirror() -> str:
     """The Debian mirror this machine's apt uses (deb822 or one-line sources), else deb.debian.org."""
     sources = sorted(Path("/etc/apt/sources.list.d").glob("*.sources"))
@@ -201,7 +205,7 @@ def build_tarball(extra_packages: Iterable[str] = (), mirror: str | None = None)
         with tempfile.TemporaryDirectory(dir=CACHE_DIR, prefix=".build-") as work:
             root = Path(work) / "root"
             log.info("debootstrap %s from %s into %s", SUITE, mirror, root)
-            subprocess.run(
+            debootstrap = subprocess.run(
                 [
                     "debootstrap",
                     "--variant=minbase",
@@ -210,10 +214,13 @@ def build_tarball(extra_packages: Iterable[str] = (), mirror: str | None = None)
                     str(root),
                     mirror,
                 ],
-                check=True,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
+                capture_output=True,
+                text=True,
             )
+            if debootstrap.returncode != 0:
+                details = root / "debootstrap/debootstrap.log"
+                tail = details.read_text(errors="replace")[-3000:] if details.exists() else ""
+                raise RootfsBuildError(f"debootstrap failed: {debootstrap.stderr.strip()[-2000:]}\n{tail}")
             _prepare(root)
             partial = Path(work) / target.name
             subprocess.run(

@@ -215,6 +215,7 @@ def test_client_create_list_show_generate_chat_ps_delete(standin: Standin, tiny_
     manifest = manifest_file(standin.models, "tiny")
     assert listed.model == "tiny:latest"
     assert listed.digest == hashlib.sha256(manifest.read_bytes()).hexdigest()
+    assert listed.details is not None
     assert listed.details.family == "llama" and listed.details.format == "gguf"
     assert listed.details.quantization_level == "F16"
     body = json.loads(manifest.read_bytes())
@@ -245,9 +246,9 @@ def test_client_create_list_show_generate_chat_ps_delete(standin: Standin, tiny_
     chunks = list(client.generate("tiny", "hello there", stream=True, options={"num_predict": 4, "stop": []}))
     assert chunks[-1].done and chunks[-1].done_reason == "length" and chunks[-1].eval_count == 4
     assert len(chunks) == 5
-    assert all(chunk.response in words for chunk in chunks[:-1])
+    assert all((chunk.response or "") in words for chunk in chunks[:-1])
     whole = client.generate("tiny", "hello there", stream=False, options={"num_predict": 4, "stop": []})
-    assert whole.response == "".join(chunk.response for chunk in chunks)
+    assert whole.response == "".join(chunk.response or "" for chunk in chunks)
     assert whole.prompt_eval_count and whole.total_duration and whole.eval_duration
 
     reply = client.chat("tiny", messages=[{"role": "user", "content": "hi"}], options={"num_predict": 3})
@@ -273,7 +274,7 @@ def test_fake_gpu_reports_model_in_vram(start_standin: Callable[..., Standin], t
     client = server.client()
     assert client.generate("tiny", "").done_reason == "load"
     (running,) = client.ps().models
-    assert running.size_vram == running.size > 0
+    assert running.size and running.size_vram == running.size
 
 
 def test_cli_create_list_show_rm_version(standin: Standin, tiny_gguf: Path, tmp_path: Path) -> None:
