@@ -7,14 +7,18 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 import yaml
 
 from ollama_airgap.cli.main import main
+from ollama_airgap.names import parse_model_name
 from testbed.mirrors import Mirrors
+from testbed.standin_server import Standin
 
 pytestmark = pytest.mark.mirrors
 
@@ -24,8 +28,10 @@ MODELS = ["tinyllama:latest", "tinyllama:1.1b", "tinyllama:1.1b-q4_0", "tinyqwen
 def mirror_args(mirrors: Mirrors) -> list[str]:
     github = urlsplit(mirrors.release_base_url)
     return [
-        "--mirror", f"registry.ollama.ai={mirrors.registry_url}",
-        "--mirror", f"github.com={github.scheme}://{github.netloc}",
+        "--mirror",
+        f"registry.ollama.ai={mirrors.registry_url}",
+        "--mirror",
+        f"github.com={github.scheme}://{github.netloc}",
     ]
 
 
@@ -37,8 +43,9 @@ def write_spec(path: Path, version: str = "0.14.1", models: list[str] | None = N
     return path
 
 
-def build(tmp_path: Path, mirrors: Mirrors, spec: Path, cache: Path, out: Path, *more: str,
-          capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:
+def build(
+    tmp_path: Path, mirrors: Mirrors, spec: Path, cache: Path, out: Path, *more: str, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, dict]:
     capsys.readouterr()
     code = main(["build", str(spec), "--cache", str(cache), "-o", str(out), "--json", *mirror_args(mirrors), *more])
     captured = capsys.readouterr()
@@ -53,9 +60,20 @@ def first_build(mirrors: Mirrors, tmp_path_factory: pytest.TempPathFactory) -> d
     spec = write_spec(tmp / "demo.yaml")
     cache, out = tmp / "cache", tmp / "demo.tar"
     proc = subprocess.run(
-        [str(Path(sys.executable).with_name("bundle")), "build", str(spec), "--cache", str(cache), "-o", str(out), "--json",
-         *mirror_args(mirrors)],
-        capture_output=True, text=True, check=False,
+        [
+            str(Path(sys.executable).with_name("bundle")),
+            "build",
+            str(spec),
+            "--cache",
+            str(cache),
+            "-o",
+            str(out),
+            "--json",
+            *mirror_args(mirrors),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "", "progress bars must stay quiet when not a TTY"
@@ -121,10 +139,12 @@ def test_modelfile_equals_what_the_registry_layers_say(first_build: dict, mirror
             assert modelfile.messages == [(m["role"], m["content"]) for m in messages]
 
 
-def test_second_build_downloads_no_blob_bytes(first_build: dict, mirrors: Mirrors, tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
-    code, result = build(tmp_path, mirrors, first_build["spec"], first_build["cache"], tmp_path / "again.tar",
-                         capsys=capsys)
+def test_second_build_downloads_no_blob_bytes(
+    first_build: dict, mirrors: Mirrors, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, result = build(
+        tmp_path, mirrors, first_build["spec"], first_build["cache"], tmp_path / "again.tar", capsys=capsys
+    )
     assert code == 0, result
     assert result["fetched_blobs"] == 0
     # Only manifests and sha256sum.txt are asked for again: no blob or release bytes.
@@ -133,11 +153,20 @@ def test_second_build_downloads_no_blob_bytes(first_build: dict, mirrors: Mirror
     assert (tmp_path / "again.tar").read_bytes() != b""
 
 
-def test_rebuild_from_lock_gives_same_content(first_build: dict, mirrors: Mirrors, tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_rebuild_from_lock_gives_same_content(
+    first_build: dict, mirrors: Mirrors, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     lock = first_build["out"].with_name("demo.lock.yaml")
-    code, result = build(tmp_path, mirrors, first_build["spec"], tmp_path / "fresh-cache", tmp_path / "locked.tar",
-                         "--lock", str(lock), capsys=capsys)
+    code, result = build(
+        tmp_path,
+        mirrors,
+        first_build["spec"],
+        tmp_path / "fresh-cache",
+        tmp_path / "locked.tar",
+        "--lock",
+        str(lock),
+        capsys=capsys,
+    )
     assert code == 0, result
     with tarfile.open(first_build["out"]) as a, tarfile.open(tmp_path / "locked.tar") as b:
         assert a.extractfile("SHA256SUMS").read() == b.extractfile("SHA256SUMS").read()
@@ -154,8 +183,9 @@ def test_old_release_falls_back_to_tgz(mirrors: Mirrors, tmp_path: Path, capsys:
     assert not any(n.endswith(".tar.zst") for n in names)
 
 
-def test_resume_of_a_partial_blob_downloads_only_the_rest(mirrors: Mirrors, tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_resume_of_a_partial_blob_downloads_only_the_rest(
+    mirrors: Mirrors, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     entry = mirrors.catalog["tinyllama:1.1b-q4_0"]
     gguf = entry.layer("application/vnd.ollama.image.model")
     cache = tmp_path / "cache"
@@ -172,8 +202,9 @@ def test_resume_of_a_partial_blob_downloads_only_the_rest(mirrors: Mirrors, tmp_
     assert (cache / "blobs/sha256" / gguf.digest[7:]).read_bytes() == data
 
 
-def test_corrupt_blob_in_registry_is_rejected(mirrors: Mirrors, tmp_path: Path, tmp_path_factory,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_corrupt_blob_in_registry_is_rejected(
+    mirrors: Mirrors, tmp_path: Path, tmp_path_factory, capsys: pytest.CaptureFixture[str]
+) -> None:
     entry = mirrors.catalog["tinyllama:1.1b-q4_0"]
     license_blob = next(b for b in entry.layers if b.media_type.endswith(".template"))
     hexd = license_blob.digest[7:]
@@ -196,7 +227,9 @@ def test_missing_model_names_the_registry(mirrors: Mirrors, tmp_path: Path, caps
     spec = write_spec(tmp_path / "s.yaml", models=["nosuchmodel:7b"])
     code, result = build(tmp_path, mirrors, spec, tmp_path / "cache", tmp_path / "x.tar", capsys=capsys)
     assert code == 4
-    assert f"registry.ollama.ai/library/nosuchmodel:7b: not found in registry {mirrors.registry_url}" in result["stderr"]
+    assert (
+        f"registry.ollama.ai/library/nosuchmodel:7b: not found in registry {mirrors.registry_url}" in result["stderr"]
+    )
 
 
 def test_missing_release_version(mirrors: Mirrors, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -212,8 +245,9 @@ def test_token_auth_registry(mirrors_token_auth: Mirrors, tmp_path: Path, capsys
     assert main(["verify", str(tmp_path / "t.tar"), "-q"]) == 0
 
 
-def test_store_models_are_read_and_verified_from_disk(first_build: dict, mirrors: Mirrors, tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_store_models_are_read_and_verified_from_disk(
+    first_build: dict, mirrors: Mirrors, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     store = tmp_path / "store"
     entry = mirrors.catalog["tinyqwen:latest"]
     (store / "manifests/registry.ollama.ai/library/tinyqwen").mkdir(parents=True)
@@ -238,9 +272,17 @@ def test_store_models_are_read_and_verified_from_disk(first_build: dict, mirrors
 def test_local_gguf_with_template(mirrors: Mirrors, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     gguf = mirrors.catalog["tinyllama"].gguf_path
     spec = write_spec(
-        tmp_path / "s.yaml", models=[],
-        local_models=[{"name": "mine:v1", "gguf": str(gguf), "template": "{{ .Prompt }}", "system": "be brief",
-                       "parameters": {"stop": ["</s>"], "temperature": 0.2}}],
+        tmp_path / "s.yaml",
+        models=[],
+        local_models=[
+            {
+                "name": "mine:v1",
+                "gguf": str(gguf),
+                "template": "{{ .Prompt }}",
+                "system": "be brief",
+                "parameters": {"stop": ["</s>"], "temperature": 0.2},
+            }
+        ],
     )
     code, result = build(tmp_path, mirrors, spec, tmp_path / "cache", tmp_path / "l.tar", capsys=capsys)
     assert code == 0, result
@@ -250,15 +292,47 @@ def test_local_gguf_with_template(mirrors: Mirrors, tmp_path: Path, capsys: pyte
     assert 'SYSTEM """be brief"""' in text and "PARAMETER temperature 0.2" in text
 
 
-def test_inspect_and_split_join_on_a_real_build(first_build: dict, tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_inspect_and_split_join_on_a_real_build(
+    first_build: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     capsys.readouterr()
     assert main(["inspect", str(first_build["out"]), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert {m["short"] for m in info["models"]} == {
-        "tinyllama:latest", "tinyllama:1.1b", "tinyllama:1.1b-q4_0", "tinyqwen:0.5b", "acme/tiny-assistant:v1"}
+        "tinyllama:latest",
+        "tinyllama:1.1b",
+        "tinyllama:1.1b-q4_0",
+        "tinyqwen:0.5b",
+        "acme/tiny-assistant:v1",
+    }
     assert all(m["licenses"] for m in info["models"])
     assert main(["split", str(first_build["out"]), "--size", "1M", "--out-dir", str(tmp_path), "-q"]) == 0
     parts = tmp_path / "demo.tar.parts.yaml"
     assert main(["join", str(parts), "-o", str(tmp_path / "joined.tar"), "-q"]) == 0
     assert (tmp_path / "joined.tar").read_bytes() == first_build["out"].read_bytes()
+
+
+def test_create_from_bundle_modelfile_equals_pull(
+    first_build: dict, start_standin_server: Callable[..., Standin], tmp_path: Path
+) -> None:
+    """`ollama create -f` from the bundle gives the same template, parameters, system prompt and license as the
+    pulled model (here: the registry's manifest and blobs restored into the store as `ollama pull` writes them)."""
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    subprocess.run(["tar", "-xf", str(first_build["out"]), "-C", str(bundle)], check=True)
+    models = tmp_path / "models"
+    shutil.copytree(bundle / "models", models)
+    server = start_standin_server(models)
+    for model in MODELS:
+        name = parse_model_name(model)
+        modelfile = bundle / f"modelfiles/{name.host}/{name.namespace}/{name.model}/{name.tag}.Modelfile"
+        created = f"created-{name.model}:{name.tag}"
+        result = server.cli("create", created, "-f", str(modelfile))
+        assert result.returncode == 0, result.stderr
+        pulled = requests.post(f"{server.url}/api/show", json={"model": name.short}, timeout=10).json()
+        made = requests.post(f"{server.url}/api/show", json={"model": created}, timeout=10).json()
+        for field in ("template", "parameters", "system", "license", "messages"):
+            assert made.get(field) == pulled.get(field), (model, field)
+        assert pulled["template"] and pulled["parameters"] and pulled["license"]
+        if name.namespace == "acme":
+            assert pulled["system"] and pulled["messages"]

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import socket
 import subprocess
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import gguf
@@ -20,6 +16,7 @@ import pytest
 import requests
 
 from testbed import ollama_standin
+from testbed.standin_server import Standin, free_port
 
 SCRIPT = Path(ollama_standin.__file__)
 VERSION = "0.13.5"
@@ -61,84 +58,14 @@ def write_tiny_gguf(path: Path, name: str = "tiny") -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Standin:
-    host: str
-    models: Path
-    env: dict[str, str]
-    log: Path
-    script: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
-
-    def client(self) -> ollama.Client:
-        return ollama.Client(host=self.url)
-
-    def cli(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["/usr/bin/python3", str(self.script), *args],
-            env=self.env,
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-
-
-@pytest.fixture(scope="module")
-def script(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The stand-in as a release would carry it: version baked in."""
-    path = tmp_path_factory.mktemp("bin") / "ollama"
-    path.write_text(ollama_standin.render_script(VERSION))
-    path.chmod(0o755)
-    return path
+@pytest.fixture
+def script(standin_script: Path) -> Path:
+    return standin_script
 
 
 @pytest.fixture
-def start_standin(tmp_path: Path, script: Path) -> Iterator[Callable[..., Standin]]:
-    """Start `ollama serve` on a free loopback port; every server is ended by PID afterwards."""
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def start(models: Path | None = None, **extra_env: str) -> Standin:
-        models = models or tmp_path / "models"
-        host = f"127.0.0.1:{free_port()}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OLLAMA_")}
-        env.update({"OLLAMA_HOST": host, "OLLAMA_MODELS": str(models), "HOME": str(tmp_path)}, **extra_env)
-        log = tmp_path / f"serve-{len(processes)}.log"
-        with log.open("wb") as log_file:
-            process = subprocess.Popen(
-                ["/usr/bin/python3", str(script), "serve"], env=env, stdout=log_file, stderr=subprocess.STDOUT
-            )
-        processes.append(process)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"http://{host}/", timeout=1).text == "Ollama is running":
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.05)
-        else:
-            raise RuntimeError(f"stand-in did not start: {log.read_text()}")
-        cli_env = dict(env)
-        cli_env["PYTHONPATH"] = ""
-        return Standin(host=host, models=models, env=cli_env, log=log, script=script)
-
-    yield start
-    for process in processes:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def start_standin(start_standin_server: Callable[..., Standin]) -> Callable[..., Standin]:
+    return start_standin_server
 
 
 @pytest.fixture

@@ -70,8 +70,12 @@ def test_hostile_members_refused(tmp_path: Path, archive: Path) -> None:
     with tarfile.open(archive) as src, tarfile.open(hostile, "w", format=tarfile.PAX_FORMAT) as dst:
         for member in src.getmembers():
             dst.addfile(member, src.extractfile(member))
-        for name, kind in (("../escape", tarfile.REGTYPE), ("/etc/passwd", tarfile.REGTYPE),
-                           ("link", tarfile.SYMTYPE), ("dev", tarfile.CHRTYPE)):
+        for name, kind in (
+            ("../escape", tarfile.REGTYPE),
+            ("/etc/passwd", tarfile.REGTYPE),
+            ("link", tarfile.SYMTYPE),
+            ("dev", tarfile.CHRTYPE),
+        ):
             info = tarfile.TarInfo(name)
             info.type = kind
             info.linkname = "/etc/shadow" if kind == tarfile.SYMTYPE else ""

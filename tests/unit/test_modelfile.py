@@ -23,18 +23,24 @@ CONTENT = {
     "sha256:" + "3" * 64: b"You are terse.",
     "sha256:" + "4" * 64: json.dumps({"stop": ["<|user|>", "<|end|>"], "temperature": 0.7, "num_ctx": 2048.0}).encode(),
     "sha256:" + "5" * 64: b"Apache License\nVersion 2.0",
-    "sha256:" + "6" * 64: json.dumps([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]).encode(),
+    "sha256:" + "6" * 64: json.dumps(
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    ).encode(),
 }
 TYPES = [MODEL, TEMPLATE, SYSTEM, PARAMS, LICENSE, MESSAGES]
 
 
 def manifest() -> ModelManifest:
     layers = tuple(Layer(t, d, len(c)) for t, (d, c) in zip(TYPES, CONTENT.items(), strict=True))
-    return ModelManifest(config=Layer("application/vnd.docker.container.image.v1+json", "sha256:" + "0" * 64, 2), layers=layers)
+    return ModelManifest(
+        config=Layer("application/vnd.docker.container.image.v1+json", "sha256:" + "0" * 64, 2), layers=layers
+    )
 
 
 def test_modelfile_carries_every_layer() -> None:
-    mf = modelfile_from_layers(manifest(), lambda layer: CONTENT[layer.digest], lambda layer: f"blobs/{layer.digest}", "m")
+    mf = modelfile_from_layers(
+        manifest(), lambda layer: CONTENT[layer.digest], lambda layer: f"blobs/{layer.digest}", "m"
+    )
     assert mf.from_ == "blobs/sha256:" + "1" * 64
     assert mf.template == CONTENT["sha256:" + "2" * 64].decode()
     assert mf.system == "You are terse."
@@ -45,7 +51,10 @@ def test_modelfile_carries_every_layer() -> None:
 
 
 def test_parse_user_modelfile() -> None:
-    text = 'FROM ./x.gguf\n# comment\nPARAMETER stop "a b"\nPARAMETER top_k 40\nTEMPLATE """{{ .Prompt }}\n"""\nSYSTEM hi there\n'
+    text = (
+        'FROM ./x.gguf\n# comment\nPARAMETER stop "a b"\nPARAMETER top_k 40\n'
+        'TEMPLATE """{{ .Prompt }}\n"""\nSYSTEM hi there\n'
+    )
     mf = parse_modelfile(text, "Modelfile")
     assert mf.from_ == "./x.gguf"
     assert mf.parameters == [("stop", "a b"), ("top_k", "40")]

@@ -49,8 +49,11 @@ def test_good_spec_loads(tmp_path: Path) -> None:
         (with_(name="bad name!"), "name", "letters"),
         (with_(mirrors={"registry.ollama.ai": "ftp://x"}), "mirrors.registry.ollama.ai", "not an http"),
         (with_(models=[]), "models", "names no model"),
-        (with_(local_models=[{"name": "m:1", "gguf": "missing.gguf", "template": "x"}]), "local_models[0].gguf",
-         "does not exist"),
+        (
+            with_(local_models=[{"name": "m:1", "gguf": "missing.gguf", "template": "x"}]),
+            "local_models[0].gguf",
+            "does not exist",
+        ),
         (with_(store_models=[{"path": "/nonexistent", "models": ["x"]}]), "store_models[0].path", "not an ollama"),
     ],
 )
