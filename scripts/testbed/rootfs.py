@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from testbed.config import CACHE_DIR, SUITE
@@ -42,6 +42,8 @@ BASE_PACKAGES: tuple[str, ...] = (
     "gzip",
 )
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
+# Keep owners numeric and file capabilities (xattrs) intact.
+_TAR_OPTIONS = ("--numeric-owner", "--xattrs", "--xattrs-include=*")
 
 # Bump when the code of ``_prepare`` changes in a way the data below does not show.
 RECIPE_REVISION = 1
@@ -193,52 +195,77 @@ def _prepare(root: Path) -> None:
             log_file.unlink()
 
 
+def _debootstrap(root: Path, mirror: str) -> None:
+    log.info("debootstrap %s from %s into %s", SUITE, mirror, root)
+    result = subprocess.run(
+        ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE, str(root), mirror],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        details = root / "debootstrap/debootstrap.log"
+        tail = details.read_text(errors="replace")[-3000:] if details.exists() else ""
+        raise RootfsBuildError(f"debootstrap failed: {result.stderr.strip()[-2000:]}\n{tail}")
+
+
+def _apt_install(root: Path, packages: Sequence[str]) -> None:
+    """Add packages with apt inside the tree (apt, unlike debootstrap, resolves virtual packages)."""
+    log.info("apt-get install %s", " ".join(packages))
+    (root / "etc/resolv.conf").unlink(missing_ok=True)
+    shutil.copyfile("/etc/resolv.conf", root / "etc/resolv.conf")
+    policy = root / "usr/sbin/policy-rc.d"  # start no services while installing
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.chmod(0o755)
+    subprocess.run(["mount", "-t", "proc", "proc", str(root / "proc")], check=True)
+    try:
+        env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+        for command in (
+            ["apt-get", "update"],
+            ["apt-get", "install", "-y", "--no-install-recommends", *packages],
+        ):
+            result = subprocess.run(["chroot", str(root), *command], capture_output=True, text=True, env=env)
+            if result.returncode != 0:
+                output = (result.stdout + result.stderr).strip()[-3000:]
+                raise RootfsBuildError(f"{' '.join(command)} failed:\n{output}")
+    finally:
+        subprocess.run(["umount", str(root / "proc")], check=True)
+        policy.unlink()
+
+
+def _pack(root: Path, tarball: Path) -> None:
+    subprocess.run(
+        ["tar", "-C", str(root), *_TAR_OPTIONS, "-I", "zstd -T0 -3 -q", "-cf", str(tarball), "."], check=True
+    )
+
+
+def _unpack(tarball: Path, root: Path) -> None:
+    subprocess.run(["tar", "-C", str(root), *_TAR_OPTIONS, "-I", "zstd -d -q", "-xpf", str(tarball)], check=True)
+
+
 def build_tarball(extra_packages: Iterable[str] = (), mirror: str | None = None) -> Path:
-    """Debootstrap, prepare and pack the root file system unless the same recipe is cached already."""
-    extra = tuple(extra_packages)
+    """Build, prepare and pack the root file system unless the same recipe is cached already.
+
+    The base is debootstrapped; extra packages are added with apt on top of the cached base."""
+    extra = sorted(set(extra_packages) - set(BASE_PACKAGES))
     target = tarball_path(extra)
+    if target.exists():
+        return target
+    base = build_tarball((), mirror) if extra else None
     with _cache_lock():
         if target.exists():
             return target
-        mirror = mirror or debian_mirror()
         started = time.monotonic()
         with tempfile.TemporaryDirectory(dir=CACHE_DIR, prefix=".build-") as work:
             root = Path(work) / "root"
-            log.info("debootstrap %s from %s into %s", SUITE, mirror, root)
-            debootstrap = subprocess.run(
-                [
-                    "debootstrap",
-                    "--variant=minbase",
-                    f"--include={','.join(package_list(extra))}",
-                    SUITE,
-                    str(root),
-                    mirror,
-                ],
-                capture_output=True,
-                text=True,
-            )
-            if debootstrap.returncode != 0:
-                details = root / "debootstrap/debootstrap.log"
-                tail = details.read_text(errors="replace")[-3000:] if details.exists() else ""
-                raise RootfsBuildError(f"debootstrap failed: {debootstrap.stderr.strip()[-2000:]}\n{tail}")
+            if base is None:
+                _debootstrap(root, mirror or debian_mirror())
+            else:
+                root.mkdir()
+                _unpack(base, root)
+                _apt_install(root, extra)
             _prepare(root)
             partial = Path(work) / target.name
-            subprocess.run(
-                [
-                    "tar",
-                    "-C",
-                    str(root),
-                    "--numeric-owner",
-                    "--xattrs",
-                    "--xattrs-include=*",
-                    "-I",
-                    "zstd -T0 -3 -q",
-                    "-cf",
-                    str(partial),
-                    ".",
-                ],
-                check=True,
-            )
+            _pack(root, partial)
             partial.rename(target)
         log.info("root file system %s built in %.0f s", target.name, time.monotonic() - started)
     return target
@@ -254,21 +281,7 @@ def ensure_lower_dir(extra_packages: Iterable[str] = ()) -> Path:
             return lower
         partial = Path(tempfile.mkdtemp(dir=CACHE_DIR, prefix=".extract-"))
         try:
-            subprocess.run(
-                [
-                    "tar",
-                    "-C",
-                    str(partial),
-                    "--numeric-owner",
-                    "--xattrs",
-                    "--xattrs-include=*",
-                    "-I",
-                    "zstd -d -q",
-                    "-xpf",
-                    str(tarball),
-                ],
-                check=True,
-            )
+            _unpack(tarball, partial)
             partial.chmod(0o755)
             partial.rename(lower)
         except BaseException:

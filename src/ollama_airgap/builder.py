@@ -220,7 +220,7 @@ class Builder:
             raise VerifyError(f"model {name.short}: manifest {digest} differs from the lock")
 
     def resolve_models(self) -> list[ResolvedModel]:
-        models = []
+        models: list[ResolvedModel] = []
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
             models.extend(pool.map(self.resolve_registry_model, self.spec.models))
         for local in self.spec.local_models:

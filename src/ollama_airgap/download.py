@@ -38,7 +38,8 @@ class RetryPolicy:
             seconds = _parse_retry_after(retry_after)
             if seconds is not None:
                 return min(seconds, self.max_backoff * 4)
-        return min(self.max_backoff, self.backoff * (2**attempt)) * (0.75 + random.random() / 2)
+        backoff: float = min(self.max_backoff, self.backoff * (2**attempt))
+        return backoff * (0.75 + random.random() / 2)
 
 
 def _parse_retry_after(value: str) -> float | None:
@@ -146,9 +147,13 @@ class Fetcher:
         what: str,
         headers: Mapping[str, str] | None = None,
         progress: Progress | None = None,
+        opened: Callable[[int], requests.Response | None] | None = None,
     ) -> Path:
         """Download into ``partial`` (resuming what is there), checking sha256 in-stream. Returns ``partial``
-        once its digest matched; on a mismatch the file is deleted and VerifyError names the source."""
+        once its digest matched; on a mismatch the file is deleted and VerifyError names the source.
+
+        ``opened(offset)`` may hand over a response already streaming from ``offset`` (asked with Range when the
+        offset is not 0), so the request that resolved the URL is not thrown away."""
         partial.parent.mkdir(parents=True, exist_ok=True)
         hasher = hashlib.sha256()
         offset = 0
@@ -167,7 +172,9 @@ class Fetcher:
             if offset:
                 req_headers["Range"] = f"bytes={offset}-"
             try:
-                resp = self.request(
+                first = opened(offset) if opened else None
+                opened = None
+                resp = first or self.request(
                     "GET", url, headers=req_headers, what=what, stream=True, ok=frozenset({200, 206, 416})
                 )
                 if resp.status_code == 416:
@@ -202,20 +209,20 @@ class Fetcher:
         hasher: hashlib._Hash,
         progress: Progress | None,
     ) -> int:
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
         flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if offset else os.O_TRUNC)
         fd = os.open(partial, flags, 0o644)
         try:
             with resp:
                 while True:
                     try:
-                        n = resp.raw.readinto(buf)
+                        # read1: whatever has arrived (up to CHUNK), so the partial file keeps up with the wire.
+                        data = resp.raw.read1(CHUNK)
                     except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
                         raise TransientError(f"{type(exc).__name__}: {_short(exc)}") from None
-                    if not n:
+                    if not data:
                         break
-                    chunk = view[:n]
+                    n = len(data)
+                    chunk = memoryview(data)
                     try:
                         written = 0
                         while written < n:

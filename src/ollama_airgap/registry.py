@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+import requests
+
 from .cache import BlobCache
 from .download import Fetcher, Progress
 from .errors import FetchError, NotFoundError, VerifyError
@@ -121,30 +123,34 @@ class RegistryClient:
             raise VerifyError(f"{what}: manifest is not JSON") from None
         return Manifest(data=data, media_type=media_type, digest=digest)
 
-    def blob_url(self, host: str, repository: str, digest: str) -> tuple[str, dict[str, str]]:
-        """Resolve a blob's download URL: same-host redirects are followed, the first cross-host redirect is the
-        direct URL (no credentials sent there), as ollama's downloader does."""
+    def open_blob(
+        self, host: str, repository: str, digest: str, offset: int
+    ) -> tuple[str, dict[str, str], requests.Response | None]:
+        """Resolve a blob's download URL as ollama's downloader does: same-host redirects are followed, the first
+        cross-host redirect is the direct URL (no credentials sent there). When the registry serves the blob itself,
+        its response (from ``offset``, via Range) is returned open, ready to stream."""
         url = f"{self._base(host)}/v2/{repository}/blobs/{digest}"
         origin = urlsplit(url).hostname
         for _ in range(10):
+            headers = self._auth_headers(host, repository)
             resp = self.fetcher.request(
                 "GET",
                 url,
-                headers=self._auth_headers(host, repository),
+                headers={**headers, **({"Range": f"bytes={offset}-"} if offset else {})},
                 what=f"{host}/{repository} blob {digest}",
                 allow_redirects=False,
                 stream=True,
-                ok=frozenset({200, 301, 302, 303, 307, 308, 401}),
+                ok=frozenset({200, 206, 301, 302, 303, 307, 308, 401, 416}),
             )
+            if resp.status_code in (200, 206, 416):
+                return url, headers, resp
             resp.close()
             if resp.status_code == 401:
                 self._authorize(host, repository, resp.headers.get("WWW-Authenticate", ""))
                 continue
-            if resp.status_code == 200:
-                return url, self._auth_headers(host, repository)
             location = urljoin(url, resp.headers.get("Location", ""))
             if urlsplit(location).hostname != origin:
-                return location, {}
+                return location, {}, None
             url = location
         raise FetchError(f"{host}/{repository} blob {digest}: too many redirects")
 
@@ -160,7 +166,9 @@ class RegistryClient:
         """Download a blob into the cache, verified in-stream. A cached blob is returned without a request."""
         if cache.has(digest):
             return cache.path(digest)
-        url, headers = self.blob_url(host, repository, digest)
+        partial_path = cache.partial(digest)
+        offset = partial_path.stat().st_size if partial_path.exists() else 0
+        url, headers, response = self.open_blob(host, repository, digest, offset)
         partial = self.fetcher.download(
             url,
             cache.partial(digest),
@@ -169,5 +177,11 @@ class RegistryClient:
             what=f"{host}/{repository} blob {digest}",
             headers=headers,
             progress=progress,
+            opened=lambda at: response if at == offset else _closed(response),
         )
         return cache.commit(digest, partial)
+
+
+def _closed(response: requests.Response | None) -> None:
+    if response is not None:
+        response.close()

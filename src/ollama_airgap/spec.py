@@ -95,7 +95,9 @@ class _Checker:
     def fail(self, key: str, problem: str) -> SpecError:
         return SpecError(f"{self.path}: {key}: {problem}")
 
-    def mapping(self, value: Any, key: str, allowed: set[str], required: set[str] = frozenset()) -> dict[str, Any]:  # type: ignore[assignment]
+    def mapping(
+        self, value: Any, key: str, allowed: set[str], required: frozenset[str] | set[str] = frozenset()
+    ) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise self.fail(key, f"must be a mapping, got {type(value).__name__}")
         for name in value:

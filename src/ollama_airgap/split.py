@@ -25,7 +25,8 @@ def parse_size(text: str) -> int:
     match = _SIZE_RE.match(text.strip())
     if not match or int(match.group(1)) == 0:
         raise SpecError(f"--size: {text!r} is not a size like 4G, 700M or 1048576")
-    return int(match.group(1)) * 1024 ** " KMGT".index(match.group(2).upper() or " ")
+    exponent = " KMGT".index(match.group(2).upper() or " ")
+    return int(match.group(1)) * (1 << (10 * exponent))
 
 
 @dataclass(frozen=True)

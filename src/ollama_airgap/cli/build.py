@@ -9,6 +9,7 @@ from typing import Any
 
 from ..builder import Builder
 from ..cache import BlobCache, default_cache_dir
+from ..download import Fetcher, RetryPolicy
 from ..errors import SpecError
 from ..lock import load_lock
 from ..progress import Reporter
@@ -43,6 +44,8 @@ def register(sub: Any) -> None:
         help="base URL standing in for an upstream host (registry.ollama.ai, github.com, ghcr.io); repeatable",
     )
     parser.add_argument("--jobs", "-j", type=int, default=4, help="blobs fetched at once (default 4)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a retry (default 60)")
+    parser.add_argument("--retries", type=int, default=6, help="attempts per request before giving up (default 6)")
     add_common(parser)
     parser.set_defaults(handler=run)
 
@@ -51,10 +54,13 @@ def run(args: argparse.Namespace, reporter: Reporter) -> tuple[dict[str, Any], s
     spec = load_spec(args.spec, parse_mirrors(args.mirror))
     if args.jobs < 1:
         raise SpecError("--jobs: must be at least 1")
+    if args.retries < 1 or args.timeout <= 0:
+        raise SpecError("--retries must be at least 1 and --timeout positive")
+    fetcher = Fetcher(RetryPolicy(attempts=args.retries, read_timeout=args.timeout))
     lock = load_lock(args.lock) if args.lock else None
     output = args.output or Path("dist") / f"{spec.name}.tar"
     cache = BlobCache(args.cache or default_cache_dir())
-    result = Builder(spec, cache, reporter, lock=lock, jobs=args.jobs).build(output)
+    result = Builder(spec, cache, reporter, lock=lock, jobs=args.jobs, fetcher=fetcher).build(output)
     human = (
         f"wrote {result.archive} ({result.size} bytes, {result.files} files, bundle sha256:{result.bundle_digest})\n"
         f"lock: {result.lock_path}; downloaded {result.bytes_downloaded} bytes, "

@@ -47,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with reporter.running():
             result, human, code = args.handler(args, reporter)
+        code = int(code)
         emit(args, result, human)
         return code
     except AirgapError as exc:
