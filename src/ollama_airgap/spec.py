@@ -147,12 +147,16 @@ def load_spec(path: str | Path, mirrors: dict[str, str] | None = None) -> Spec:
         text = spec_path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(f"{spec_path}: cannot read spec: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{spec_path}: spec is not UTF-8 text") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "YAML"
-        raise SpecError(f"{spec_path}: {where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise SpecError(f"{spec_path}: {where}: invalid YAML: {problem}") from None
+
     return validate_spec(data, spec_path, mirrors)
 
 

@@ -93,3 +93,14 @@ def test_cli_exits_2_with_one_line_before_any_download(tmp_path: Path, capsys: p
 
 def test_cli_bad_mirror_flag(tmp_path: Path) -> None:
     assert main(["build", str(write(tmp_path, GOOD)), "--mirror", "nonsense"]) == 2
+
+
+def test_binary_and_control_characters(tmp_path: Path) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(SpecError, match="not UTF-8"):
+        load_spec(path)
+    path.write_text("\x1f")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert "\n" not in str(info.value)
