@@ -240,7 +240,8 @@ def preflight(params: dict) -> dict:
     total = 0
     report = []
     for model in params["models"] or []:
-        name, method = str(model.get("name", "?")), str(model.get("method", "create"))
+        name = str(model.get("short") or model.get("name") or "?")
+        method = str(model.get("method", "create"))
         if method not in ("create", "restore"):
             raise RestoreError(f"model {name}: unknown method {method!r} (create or restore)")
         _raw, blobs = read_manifest(bundle_root, str(model["manifest"]))

@@ -1,0 +1,99 @@
+"""Open WebUI: the image loaded is the bundle's, the unit runs it with the offline settings, the secret is kept
+private, the port is published only where the inventory says, and GET /health answers. Skipped on hosts without
+an open-webui unit (bundles without the image, or hosts where the role was not run)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import Expected
+
+DEFAULTS_FILE = Path(__file__).resolve().parents[2] / "roles" / "open_webui" / "defaults" / "main.yml"
+OFFLINE = {
+    "OFFLINE_MODE": "true",
+    "HF_HUB_OFFLINE": "1",
+    "ENABLE_OPENAI_API": "false",
+    "ENABLE_PERSISTENT_CONFIG": "false",
+}
+AUTO_UPDATE_FLAGS = ("RAG_EMBEDDING_MODEL_AUTO_UPDATE", "RAG_RERANKING_MODEL_AUTO_UPDATE", "WHISPER_MODEL_AUTO_UPDATE")
+
+
+@pytest.fixture(scope="module")
+def webui(host: Any, expected: Expected) -> dict[str, Any]:
+    """The role's settings for this host (role defaults under the inventory / extra vars)."""
+    settings: dict[str, Any] = {
+        key: value
+        for key, value in (yaml.safe_load(DEFAULTS_FILE.read_text()) if DEFAULTS_FILE.exists() else {}).items()
+        if not (isinstance(value, str) and "{{" in value)
+    }
+    settings.update({k: v for k, v in expected.settings.items() if k.startswith("open_webui_")})
+    settings.setdefault("open_webui_service_name", "open-webui")
+    unit = settings["open_webui_service_name"]
+    if host.run(f"systemctl cat {shlex.quote(unit)}.service").rc != 0:
+        pytest.skip(f"no {unit} unit on this host")
+    images = [i for i in expected.bundle.get("images") or [] if i.get("name") == settings["open_webui_image_name"]]
+    assert images, f"the {unit} unit exists but the bundle has no {settings['open_webui_image_name']} image"
+    settings["image"] = images[0]
+    settings["engine"] = "podman" if host.exists("podman") else "docker"
+    return settings
+
+
+def _env_file(host: Any, webui: dict[str, Any]) -> dict[str, str]:
+    content = host.file(f"{webui['open_webui_config_dir']}/open-webui.env").content_string
+    return dict(line.split("=", 1) for line in content.splitlines() if "=" in line and not line.startswith("#"))
+
+
+def test_unit_enabled_active_and_restarting(host: Any, webui: dict[str, Any]) -> None:
+    service = host.service(webui["open_webui_service_name"])
+    assert service.is_running and service.is_enabled
+    restart = host.run(f"systemctl show -p Restart --value {webui['open_webui_service_name']}").stdout.strip()
+    assert restart == "on-failure"
+
+
+def test_running_image_is_the_bundles(host: Any, webui: dict[str, Any]) -> None:
+    global_args = " ".join(shlex.quote(a) for a in webui.get("open_webui_podman_global_args") or [])
+    engine = f"{webui['engine']} {global_args}" if webui["engine"] == "podman" else webui["engine"]
+    out = host.run(f"{engine} inspect --format '{{{{.Image}}}}' {shlex.quote(webui['open_webui_container_name'])}")
+    assert out.rc == 0, out.stderr
+    assert out.stdout.strip().removeprefix("sha256:") == webui["image"]["image_id"].removeprefix("sha256:")
+
+
+def test_secret_and_environment_are_private(host: Any, webui: dict[str, Any]) -> None:
+    config_dir = webui["open_webui_config_dir"]
+    for name in ("secret_key", "open-webui.env"):
+        path = host.file(f"{config_dir}/{name}")
+        assert path.exists and path.user == "root" and path.mode == 0o600, f"{path.path} must be 0600 root"
+    secret = host.file(f"{config_dir}/secret_key").content_string.strip()
+    assert len(secret) >= 32
+    assert _env_file(host, webui)["WEBUI_SECRET_KEY"] == secret
+
+
+def test_offline_settings(host: Any, webui: dict[str, Any]) -> None:
+    env = _env_file(host, webui)
+    for name, value in OFFLINE.items():
+        assert env.get(name) == value, f"{name} should be {value}"
+    for name in AUTO_UPDATE_FLAGS:
+        assert env.get(name) == "false", f"{name} should be false (no downloads offline)"
+    assert env.get("OLLAMA_BASE_URL", "").startswith("http")
+
+
+def test_health_and_bind_address(host: Any, webui: dict[str, Any]) -> None:
+    bind, port = webui["open_webui_bind_address"], int(webui["open_webui_port"])
+    address = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
+    answer = host.run(f"curl -s --max-time 5 http://{address}:{port}/health")
+    assert answer.rc == 0 and json.loads(answer.stdout).get("status") is True
+    listening = host.run(f"ss -Hltn 'sport = :{port}'").stdout
+    assert f"{bind}:{port}" in listening or (bind == "::" and f"[::]:{port}" in listening)
+    if bind not in ("0.0.0.0", "::"):
+        assert f"0.0.0.0:{port}" not in listening, f"port {port} is published on every interface"
+
+
+def test_data_directory(host: Any, webui: dict[str, Any]) -> None:
+    data = host.file(webui["open_webui_data_dir"])
+    assert data.is_directory and data.user == "root" and data.mode & 0o077 == 0
