@@ -31,7 +31,7 @@ OLLAMA_VERSION = testbed_config.OLLAMA_VERSION_ZST
 
 
 def parse_size(text: str) -> int:
-    """"100M", "1G", "2G", "4G" (binary units) or a plain byte count."""
+    """ "100M", "1G", "2G", "4G" (binary units) or a plain byte count."""
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     text = text.strip().upper().removesuffix("B").removesuffix("I")
     if text and text[-1] in units:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import resource
 import statistics
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+GNU_TIME = "/usr/bin/time"
 
 
 @dataclass
@@ -95,11 +99,17 @@ def run_measured(
     env: Mapping[str, str] | None = None,
     timeout: float = 1800,
 ) -> Run:
-    """Run ``argv``; wall time from fork to reap, peak RSS from wait4 (this child and its reaped children)."""
+    """Run ``argv``; wall time from fork to reap, peak RSS as GNU time reports it (%M: the largest process).
+
+    GNU time does the measuring because Linux keeps ru_maxrss across exec: a child forked from this (big)
+    Python process would report at least this process's RSS; forked from the small `time`, it starts near zero.
+    """
+    rss_file = tempfile.NamedTemporaryFile(prefix="bench-rss-", suffix=".txt", delete=False)  # noqa: SIM115
+    rss_file.close()
     with DiskWatcher(disk_path) as disk:
         started = time.perf_counter()
         process = subprocess.Popen(
-            list(argv),
+            [GNU_TIME, "-f", "%M", "-o", rss_file.name, *argv],
             cwd=cwd,
             env=dict(env) if env is not None else None,
             stdin=subprocess.DEVNULL,
@@ -117,12 +127,12 @@ def run_measured(
             reader.start()
         deadline = time.monotonic() + timeout
         while True:
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            pid, status, _ = os.wait4(process.pid, os.WNOHANG)
             if pid:
                 break
             if time.monotonic() > deadline:
                 process.kill()
-                pid, status, usage = os.wait4(process.pid, 0)
+                pid, status, _ = os.wait4(process.pid, 0)
                 break
             time.sleep(0.002)
         wall = time.perf_counter() - started
@@ -133,7 +143,9 @@ def run_measured(
     if process.returncode != 0:
         stderr = (err[0] if err else b"").decode(errors="replace")
         raise RuntimeError(f"{' '.join(argv)} exited {process.returncode}:\n{stderr[-2000:]}{stdout[-1000:]}")
-    return Run(wall_s=wall, max_rss_bytes=usage.ru_maxrss * 1024, peak_disk_bytes=disk.peak, stdout=stdout)
+    rss_text = Path(rss_file.name).read_text().strip().splitlines()
+    os.unlink(rss_file.name)
+    return Run(wall_s=wall, max_rss_bytes=int(rss_text[-1]) * 1024, peak_disk_bytes=disk.peak, stdout=stdout)
 
 
 def series(
@@ -206,12 +218,10 @@ def machine_info(disk_path: Path) -> dict[str, Any]:
         pass
     mem_total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     fs_type = ""
-    try:
+    with contextlib.suppress(OSError):
         fs_type = subprocess.run(
             ["findmnt", "-no", "FSTYPE", "--target", str(disk_path)], capture_output=True, text=True, check=False
         ).stdout.strip()
-    except OSError:
-        pass
     free = os.statvfs(disk_path)
     return {
         "nproc": os.cpu_count(),
