@@ -31,6 +31,7 @@ import yaml
 from .errors import DiskSpaceError, VerifyError
 from .hashing import CHUNK, HEX_RE, sha256_bytes, sha256_file
 from .progress import Advance, Reporter
+from .signing import SIGNATURE_NAME, Ed25519PublicKey, check_signature
 
 FORMAT = "ollama-airgap/bundle/v1"
 MANIFEST_NAME = "bundle.yaml"
@@ -89,6 +90,7 @@ class BundleIndex:
     document: dict[str, Any]
     files: dict[str, tuple[int, str]]
     digest: str  # sha256 of bundle.yaml itself: the bundle's identity
+    raw: bytes = b""
 
     @property
     def sums_sha256(self) -> str:
@@ -114,12 +116,12 @@ def read_index(data: bytes, source: str) -> BundleIndex:
         check_member_path(path)
         if not HEX_RE.match(digest) or size < 0:
             raise VerifyError(f"{source}: {MANIFEST_NAME}: bad size or sha256 for {path}")
-        if path in files or path in (MANIFEST_NAME, SUMS_NAME):
+        if path in files or path in (MANIFEST_NAME, SUMS_NAME, SIGNATURE_NAME):
             raise VerifyError(f"{source}: {MANIFEST_NAME}: {path} is listed twice")
         files[path] = (size, digest)
     if not HEX_RE.match(str(document.get("sha256sums_sha256", ""))):
         raise VerifyError(f"{source}: {MANIFEST_NAME}: no sha256sums_sha256")
-    return BundleIndex(document=document, files=files, digest=sha256_bytes(data))
+    return BundleIndex(document=document, files=files, digest=sha256_bytes(data), raw=data)
 
 
 # --- pack --------------------------------------------------------------------------------------------------
@@ -170,11 +172,21 @@ def _copy_range(src: int, dst: int, size: int, advance: Advance) -> None:
         advance(n)
 
 
-def pack(output: Path, manifest: bytes, sums: bytes, entries: list[Entry], mtime: int, reporter: Reporter) -> int:
-    """Write the archive to ``output`` (via a .partial file renamed at the end). Returns its size."""
+def pack(
+    output: Path,
+    manifest: bytes,
+    sums: bytes,
+    entries: list[Entry],
+    mtime: int,
+    reporter: Reporter,
+    signature: bytes | None = None,
+) -> int:
+    """Write the archive to ``output`` (via a .partial file renamed at the end). Returns its size.
+    bundle.yaml comes first, then its signature when there is one, then SHA256SUMS and the files."""
     partial = output.with_name(output.name + ".partial")
     output.parent.mkdir(parents=True, exist_ok=True)
-    members = [Entry.from_bytes(MANIFEST_NAME, manifest), Entry.from_bytes(SUMS_NAME, sums), *entries]
+    signed = [Entry.from_bytes(SIGNATURE_NAME, signature)] if signature is not None else []
+    members = [Entry.from_bytes(MANIFEST_NAME, manifest), *signed, Entry.from_bytes(SUMS_NAME, sums), *entries]
     advance = reporter.task(f"pack {output.name}", sum(e.size for e in members))
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
@@ -295,13 +307,19 @@ def default_workers() -> int:
     return min(4, os.cpu_count() or 1)
 
 
-def verify_dir(root: Path, reporter: Reporter, workers: int | None = None) -> VerifyReport:
+def verify_dir(
+    root: Path, reporter: Reporter, workers: int | None = None, public_key: Ed25519PublicKey | None = None
+) -> VerifyReport:
     """Re-hash an unpacked bundle: every listed file present and intact, nothing unlisted, no links."""
     report = VerifyReport(source=str(root))
     try:
         index = read_index((root / MANIFEST_NAME).read_bytes(), str(root))
     except FileNotFoundError:
         raise VerifyError(f"{root}: no {MANIFEST_NAME}: not a bundle") from None
+    if public_key is not None:
+        signature_path = root / SIGNATURE_NAME
+        signature = signature_path.read_bytes() if signature_path.is_file() else None
+        check_signature(index.raw, signature, public_key, str(root))
     report.bundle_digest = index.digest
     sums_path = root / SUMS_NAME
     _check_sums(index, sums_path.read_bytes() if sums_path.is_file() else None, report)
@@ -315,7 +333,7 @@ def verify_dir(root: Path, reporter: Reporter, workers: int | None = None) -> Ve
                 continue
             if not stat.S_ISREG(mode):
                 report.problems.append(f"{rel} is not a regular file (link or device)")
-            elif rel not in (MANIFEST_NAME, SUMS_NAME):
+            elif rel not in (MANIFEST_NAME, SUMS_NAME, SIGNATURE_NAME):
                 seen.add(rel)
                 if rel not in index.files:
                     report.problems.append(f"{rel} is not listed in {MANIFEST_NAME}")
@@ -332,12 +350,22 @@ def verify_dir(root: Path, reporter: Reporter, workers: int | None = None) -> Ve
     return report
 
 
-def scan_archive(archive: Path) -> tuple[BundleIndex, bytes | None, list[tarfile.TarInfo], list[str]]:
+@dataclass
+class ArchiveScan:
+    index: BundleIndex
+    sums: bytes | None
+    signature: bytes | None
+    members: list[tarfile.TarInfo]
+    problems: list[str]
+
+
+def scan_archive(archive: Path) -> ArchiveScan:
     """Read an archive's headers (no data) and refuse anything hostile before a byte is extracted."""
     problems: list[str] = []
     members: list[tarfile.TarInfo] = []
     index: BundleIndex | None = None
     sums: bytes | None = None
+    signature: bytes | None = None
     try:
         with tarfile.open(archive, "r:") as tar:
             for member in tar:
@@ -362,6 +390,10 @@ def scan_archive(archive: Path) -> tuple[BundleIndex, bytes | None, list[tarfile
                     handle = tar.extractfile(member)
                     assert handle is not None
                     sums = handle.read(MAX_MANIFEST + 1)
+                elif name == SIGNATURE_NAME and signature is None:
+                    handle = tar.extractfile(member)
+                    assert handle is not None
+                    signature = handle.read(4096)
                 else:
                     members.append(member)
             end = tar.offset
@@ -372,7 +404,7 @@ def scan_archive(archive: Path) -> tuple[BundleIndex, bytes | None, list[tarfile
     trailing = archive.stat().st_size - end
     if trailing > 2 * BLOCK + RECORD or _has_data(archive, end):
         problems.append(f"{trailing} bytes of data past the end of the archive (over its declared size)")
-    return index, sums, members, problems
+    return ArchiveScan(index, sums, signature, members, problems)
 
 
 def _has_data(archive: Path, offset: int) -> bool:
@@ -382,12 +414,17 @@ def _has_data(archive: Path, offset: int) -> bool:
         return any(handle.read(2 * BLOCK + RECORD + 1))
 
 
-def verify_archive(archive: Path, reporter: Reporter, workers: int | None = None) -> VerifyReport:
+def verify_archive(
+    archive: Path, reporter: Reporter, workers: int | None = None, public_key: Ed25519PublicKey | None = None
+) -> VerifyReport:
     report = VerifyReport(source=str(archive))
-    index, sums, members, problems = scan_archive(archive)
+    scan = scan_archive(archive)
+    index, members = scan.index, scan.members
+    if public_key is not None:
+        check_signature(index.raw, scan.signature, public_key, str(archive))
     report.bundle_digest = index.digest
-    report.problems.extend(problems)
-    _check_sums(index, sums, report)
+    report.problems.extend(scan.problems)
+    _check_sums(index, scan.sums, report)
     jobs = []
     seen: set[str] = set()
     for member in members:
@@ -416,7 +453,7 @@ def read_bundle_index(source: Path) -> BundleIndex:
             return read_index((source / MANIFEST_NAME).read_bytes(), str(source))
         except FileNotFoundError:
             raise VerifyError(f"{source}: no {MANIFEST_NAME}: not a bundle") from None
-    return scan_archive(source)[0]
+    return scan_archive(source).index
 
 
 def file_sha256(path: Path) -> str:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from .container_image import DEFAULT_PLATFORM, ImageReference, parse_image_reference, parse_platform
 from .errors import SpecError
 from .names import ModelName, parse_model_name
 
@@ -20,6 +21,7 @@ SPEC_KEYS = {"name", "ollama", "models", "local_models", "store_models", "images
 OLLAMA_KEYS = {"version", "architectures", "rocm"}
 LOCAL_MODEL_KEYS = {"name", "gguf", "modelfile", "template", "system", "parameters", "license"}
 STORE_KEYS = {"path", "models"}
+IMAGE_KEYS = {"reference", "platform"}
 ARCHITECTURES = ("amd64", "arm64")
 VERSION_RE = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-rc[0-9]+)?$")
 BUNDLE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -29,6 +31,7 @@ DEFAULT_MIRRORS = {
     "registry.ollama.ai": "https://registry.ollama.ai",
     "github.com": "https://github.com",
     "ghcr.io": "https://ghcr.io",
+    "docker.io": "https://registry-1.docker.io",
 }
 
 
@@ -57,6 +60,14 @@ class StoreModels:
 
 
 @dataclass(frozen=True)
+class ImageSpec:
+    """A container image to carry (``images:`` entries: a reference string, or {reference, platform})."""
+
+    ref: ImageReference
+    platform: str = DEFAULT_PLATFORM
+
+
+@dataclass(frozen=True)
 class Spec:
     path: Path
     name: str
@@ -64,7 +75,7 @@ class Spec:
     models: tuple[ModelName, ...] = ()
     local_models: tuple[LocalModel, ...] = ()
     store_models: tuple[StoreModels, ...] = ()
-    images: tuple[str, ...] = ()
+    images: tuple[ImageSpec, ...] = ()
     mirrors: dict[str, str] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -86,6 +97,11 @@ def parse_version(version: str) -> tuple[int, int, int]:
     return int(match.group(1)), int(match.group(2)), int(match.group(3))
 
 
+def _printable(text: str) -> str:
+    """User-supplied keys and values may hold newlines or control characters: escape them (errors are one line)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class _Checker:
     """Collects the location of each value so every error names the file and the key."""
 
@@ -93,7 +109,7 @@ class _Checker:
         self.path = path
 
     def fail(self, key: str, problem: str) -> SpecError:
-        return SpecError(f"{self.path}: {key}: {problem}")
+        return SpecError(f"{self.path}: {_printable(key)}: {_printable(problem)}")
 
     def mapping(
         self, value: Any, key: str, allowed: set[str], required: frozenset[str] | set[str] = frozenset()
@@ -213,9 +229,7 @@ def validate_spec(data: Any, spec_path: Path, mirrors: dict[str, str] | None = N
         _store_models(check, item, f"store_models[{i}]", claim)
         for i, item in enumerate(check.sequence(top.get("store_models", []), "store_models"))
     )
-    images = tuple(
-        check.string(item, f"images[{i}]") for i, item in enumerate(check.sequence(top.get("images", []), "images"))
-    )
+    images = _images(check, top.get("images", []))
     merged_mirrors = _mirrors(check, top.get("mirrors", {}), "mirrors")
     for host, url in (mirrors or {}).items():
         merged_mirrors[host] = _url(check, url, f"--mirror {host}")
@@ -288,3 +302,31 @@ def _url(check: _Checker, value: Any, key: str) -> str:
 def _mirrors(check: _Checker, value: Any, key: str) -> dict[str, str]:
     entries = check.mapping(value, key, set(value) if isinstance(value, dict) else set())
     return {host: _url(check, url, f"{key}.{host}") for host, url in entries.items()}
+
+
+def _images(check: _Checker, value: Any) -> tuple[ImageSpec, ...]:
+    images: list[ImageSpec] = []
+    paths: dict[str, str] = {}
+    for i, item in enumerate(check.sequence(value, "images")):
+        key = f"images[{i}]"
+        platform = DEFAULT_PLATFORM
+        if isinstance(item, dict):
+            entry = check.mapping(item, key, IMAGE_KEYS, {"reference"})
+            text = check.string(entry["reference"], f"{key}.reference")
+            if "platform" in entry:
+                platform = check.string(entry["platform"], f"{key}.platform")
+                try:
+                    parse_platform(platform)
+                except ValueError as exc:
+                    raise check.fail(f"{key}.platform", str(exc)) from None
+        else:
+            text = check.string(item, key)
+        try:
+            ref = parse_image_reference(text)
+        except ValueError as exc:
+            raise check.fail(key, str(exc)) from None
+        if ref.bundle_path in paths:
+            raise check.fail(key, f"{ref} would be stored as {ref.bundle_path}, like {paths[ref.bundle_path]}")
+        paths[ref.bundle_path] = key
+        images.append(ImageSpec(ref, platform))
+    return tuple(images)

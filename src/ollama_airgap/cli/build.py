@@ -13,6 +13,7 @@ from ..download import Fetcher, RetryPolicy
 from ..errors import SpecError
 from ..lock import load_lock
 from ..progress import Reporter
+from ..signing import load_private_key
 from ..spec import load_spec
 
 
@@ -43,6 +44,7 @@ def register(sub: Any) -> None:
         metavar="HOST=URL",
         help="base URL standing in for an upstream host (registry.ollama.ai, github.com, ghcr.io); repeatable",
     )
+    parser.add_argument("--sign-key", type=Path, help="Ed25519 private key (bundle keygen) to sign bundle.yaml")
     parser.add_argument("--jobs", "-j", type=int, default=4, help="blobs fetched at once (default 4)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a retry (default 60)")
     parser.add_argument("--retries", type=int, default=6, help="attempts per request before giving up (default 6)")
@@ -60,7 +62,9 @@ def run(args: argparse.Namespace, reporter: Reporter) -> tuple[dict[str, Any], s
     lock = load_lock(args.lock) if args.lock else None
     output = args.output or Path("dist") / f"{spec.name}.tar"
     cache = BlobCache(args.cache or default_cache_dir())
-    result = Builder(spec, cache, reporter, lock=lock, jobs=args.jobs, fetcher=fetcher).build(output)
+    sign_key = load_private_key(args.sign_key) if args.sign_key else None
+    builder = Builder(spec, cache, reporter, lock=lock, jobs=args.jobs, fetcher=fetcher, sign_key=sign_key)
+    result = builder.build(output)
     human = (
         f"wrote {result.archive} ({result.size} bytes, {result.files} files, bundle sha256:{result.bundle_digest})\n"
         f"lock: {result.lock_path}; downloaded {result.bytes_downloaded} bytes, "

@@ -11,9 +11,9 @@ from typing import Any
 from .. import __version__
 from ..errors import AirgapError
 from ..progress import Reporter
-from . import build, inspect, split, verify
+from . import build, inspect, keygen, split, verify
 
-COMMANDS = (build, verify, inspect, split)
+COMMANDS = (build, verify, inspect, split, keygen)
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,7 @@ from typing import Any
 from ..bundle import verify_archive, verify_dir
 from ..errors import SpecError
 from ..progress import Reporter
+from ..signing import load_public_key
 
 
 def register(sub: Any) -> None:
@@ -17,6 +18,7 @@ def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser("verify", help="re-hash an archive or unpacked bundle")
     parser.add_argument("bundle", type=Path, help="bundle archive (.tar) or unpacked directory")
     parser.add_argument("--jobs", "-j", type=int, default=None, help="files hashed at once")
+    parser.add_argument("--key", type=Path, help="require a valid signature by this Ed25519 public key")
     add_common(parser)
     parser.set_defaults(handler=run)
 
@@ -25,7 +27,8 @@ def run(args: argparse.Namespace, reporter: Reporter) -> tuple[dict[str, Any], s
     source: Path = args.bundle
     if not source.exists():
         raise SpecError(f"{source}: no such archive or directory")
-    report = (verify_dir if source.is_dir() else verify_archive)(source, reporter, args.jobs)
+    public_key = load_public_key(args.key) if args.key else None
+    report = (verify_dir if source.is_dir() else verify_archive)(source, reporter, args.jobs, public_key)
     if not args.json:
         report.raise_for_problems()
     human = f"{source}: OK, {report.files} files, {report.bytes} bytes, bundle sha256:{report.bundle_digest}"
