@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 from . import __version__
 from .bundle import LOCK_NAME, Entry, manifest_bytes, pack, sums_text
 from .cache import BlobCache
+from .container_image import ImageArchive, ResolvedImage, image_archive, resolve_image
 from .download import Fetcher
 from .errors import AirgapError, DiskSpaceError, SpecError, VerifyError
 from .hashing import digest_hex
@@ -39,9 +41,12 @@ from .ollama_model import (
 from .ollama_release import ReleaseFetcher, ReleaseFile, asset_names
 from .progress import Reporter
 from .registry import OLLAMA_ACCEPT, Manifest, RegistryClient
+from .signing import Ed25519PrivateKey, sign
 from .spec import LocalModel, Spec
 
 TAR_OVERHEAD_PER_FILE = 3 * 512
+# Image layers are stored uncompressed in the docker-archive; the registry gives only compressed sizes.
+IMAGE_EXPANSION_ESTIMATE = 3
 DISK_MARGIN = 64 << 20
 
 
@@ -103,7 +108,9 @@ class Builder:
         lock: Lock | None = None,
         jobs: int = 4,
         fetcher: Fetcher | None = None,
+        sign_key: Ed25519PrivateKey | None = None,
     ) -> None:
+        self.sign_key = sign_key
         self.spec = spec
         self.cache = cache
         self.reporter = reporter
@@ -229,6 +236,18 @@ class Builder:
             models.extend(self.resolve_store_model(store.path, name) for name in store.models)
         return models
 
+    def resolve_images(self) -> list[ResolvedImage]:
+        """Each image's platform manifest: from its index by tag, or straight by the lock's digest."""
+        resolved = []
+        for image in self.spec.images:
+            pinned = None
+            if self.lock:
+                if str(image.ref) not in self.lock.images:
+                    raise SpecError(f"image {image.ref} is not in the lock; build without --lock to re-resolve")
+                pinned = self.lock.images[str(image.ref)]
+            resolved.append(resolve_image(self.registry, image.ref, image.platform, pinned))
+        return resolved
+
     # --- fetch -----------------------------------------------------------------------------------------------
 
     def preflight_disk(self, missing_bytes: int, archive_bytes: int, output: Path) -> None:
@@ -246,22 +265,33 @@ class Builder:
                     f"not enough free space in {path}: the build needs {_gib(need)} more, {_gib(free)} is free"
                 )
 
-    def fetch_all(self, releases: list[ReleaseFile], models: list[ResolvedModel]) -> tuple[int, int]:
+    def fetch_all(
+        self,
+        releases: list[ReleaseFile],
+        models: list[ResolvedModel],
+        images: Sequence[ResolvedImage] = (),
+    ) -> tuple[int, int]:
         """Fetch every missing blob (several at once); re-hash cached ones, healing any that rotted."""
-        blobs: dict[str, tuple[int, ResolvedModel | ReleaseFile]] = {}
+        blobs: dict[str, tuple[int, ResolvedModel | ReleaseFile | ResolvedImage]] = {}
         for release in releases:
             blobs["sha256:" + release.sha256] = (release.size, release)
         for model in models:
             for blob in model.parsed.blobs:
                 blobs.setdefault(blob.digest, (blob.size, model))
+        for image in images:
+            for descriptor in image.blobs:
+                blobs.setdefault(descriptor.digest, (descriptor.size, image))
         cached = fetched = 0
 
-        def one(item: tuple[str, tuple[int, ResolvedModel | ReleaseFile]]) -> bool:
+        def one(item: tuple[str, tuple[int, ResolvedModel | ReleaseFile | ResolvedImage]]) -> bool:
             digest, (size, owner) = item
             if self.cache.has(digest) and self.cache.check(digest, size):
                 return True
             if isinstance(owner, ReleaseFile):
                 self.releases.fetch(owner, self.cache, self.reporter.task(owner.name, size))
+            elif isinstance(owner, ResolvedImage):
+                advance = self.reporter.task(f"{owner.ref.repository} {digest[7:19]}", size)
+                self.registry.fetch_blob(owner.ref.host, owner.ref.repository, digest, size, self.cache, advance)
             elif owner.source == "registry":
                 advance = self.reporter.task(f"{owner.name.short} {digest[7:19]}", size)
                 name = owner.name
@@ -299,14 +329,21 @@ class Builder:
         started = int(time.time())
         sums_txt, releases = self.resolve_release()
         models = self.resolve_models()
+        images = self.resolve_images()
         blob_sizes = {f"sha256:{r.sha256}": r.size for r in releases}
         for model in models:
             blob_sizes.update({b.digest: b.size for b in model.parsed.blobs})
-        missing = sum(size for digest, size in blob_sizes.items() if not self.cache.has(digest))
-        archive_estimate = sum(blob_sizes.values()) + TAR_OVERHEAD_PER_FILE * (len(blob_sizes) + 16) + (1 << 20)
-        self.preflight_disk(missing, archive_estimate, output)
+        image_bytes = {d.digest: d.size for image in images for d in image.blobs}
+        missing = sum(size for digest, size in {**blob_sizes, **image_bytes}.items() if not self.cache.has(digest))
+        expanded = IMAGE_EXPANSION_ESTIMATE * sum(image_bytes.values())
+        archive_estimate = sum(blob_sizes.values()) + expanded + TAR_OVERHEAD_PER_FILE * (len(blob_sizes) + 16)
+        self.preflight_disk(missing + expanded, archive_estimate + (1 << 20), output)
 
-        cached, fetched = self.fetch_all(releases, models)
+        cached, fetched = self.fetch_all(releases, models, images)
+        archives = [
+            image_archive(image, self.cache, self.reporter.task(f"assemble {image.ref.bundle_path[7:]}", None))
+            for image in images
+        ]
 
         entries: dict[str, Entry] = {}
         version = self.spec.ollama.version
@@ -324,6 +361,11 @@ class Builder:
                 path = blob_path(blob.digest)
                 entries[path] = Entry(path, blob.size, digest_hex(blob.digest), self.cache.path(blob.digest))
             model_meta.append(self._model_meta(model))
+        image_meta = []
+        for image, archive in zip(images, archives, strict=True):
+            path = image.ref.bundle_path
+            entries[path] = Entry(path, archive.size, archive.sha256, archive.path)
+            image_meta.append(_image_meta(image, archive))
 
         resolved_at = self.lock.resolved_at if self.lock else started
         lock = Lock(
@@ -332,6 +374,7 @@ class Builder:
             ollama_version=version,
             release_files={r.name: r.sha256 for r in releases},
             models={str(m.name): m.manifest.digest for m in models},
+            images={str(i.ref): i.manifest.digest for i in images},
         )
         lock_data = lock.dump()
         entries[LOCK_NAME] = Entry.from_bytes(LOCK_NAME, lock_data)
@@ -348,13 +391,14 @@ class Builder:
                 ],
             },
             "models": model_meta,
-            "images": [],
+            "images": image_meta,
             "lock": lock.as_dict(),
             "spec": _plain(self.spec.raw),
         }
         sums = sums_text(ordered)
         manifest = manifest_bytes(meta, ordered, sums)
-        size = pack(output, manifest, sums, ordered, resolved_at, self.reporter)
+        signature = sign(manifest, self.sign_key) if self.sign_key else None
+        size = pack(output, manifest, sums, ordered, resolved_at, self.reporter, signature)
         lock_path = output.with_name(output.name.removesuffix(".tar") + ".lock.yaml")
         lock_path.write_bytes(lock_data)
         return BuildResult(
@@ -390,6 +434,23 @@ class Builder:
             "quantization": config.get("file_type", ""),
             "licenses": model.licenses,
         }
+
+
+def _image_meta(image: ResolvedImage, archive: ImageArchive) -> dict[str, Any]:
+    """bundle.yaml's record of an image: what the deploy side loads and checks (image ID = config digest)."""
+    return {
+        "reference": str(image.ref),
+        "name": image.ref.name,
+        "repo_tags": archive.repo_tags,
+        "platform": image.platform,
+        "digest": image.manifest.digest,
+        "config_digest": archive.config_digest,
+        "image_id": archive.config_digest,
+        "layers": archive.diff_ids,
+        "path": image.ref.bundle_path,
+        "size": archive.size,
+        "sha256": archive.sha256,
+    }
 
 
 def _sha(data: bytes) -> str:

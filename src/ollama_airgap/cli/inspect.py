@@ -58,5 +58,8 @@ def run(args: argparse.Namespace, reporter: Reporter) -> tuple[dict[str, Any], s
             )
         console.print(table)
         for image in doc.get("images") or []:
-            console.print(f"image {image.get('reference')}  {image.get('digest')}")
+            console.print(
+                f"image {image.get('reference')} [{image.get('platform')}]  id {str(image.get('image_id'))[:19]}  "
+                f"{image.get('size')} bytes  {image.get('path')}"
+            )
     return result, "", 0
