@@ -59,6 +59,12 @@ options:
     description: Threads hashing an unpacked directory verified in place.
     type: int
     default: 4
+  public_key:
+    description:
+      - PEM Ed25519 public key (from C(bundle keygen)). When set, C(bundle.yaml.sig) must be a valid signature of
+        C(bundle.yaml), checked with the host's C(openssl) before anything is unpacked; an unsigned or altered
+        bundle is refused.
+    type: str
 attributes:
   check_mode:
     support: full
@@ -125,6 +131,7 @@ import posixpath
 import shutil
 import stat
 import tarfile
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -132,6 +139,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 MANIFEST_NAME = "bundle.yaml"
 SUMS_NAME = "SHA256SUMS"
+SIGNATURE_NAME = "bundle.yaml.sig"
+MAX_SIGNATURE = 4096
 MAX_MANIFEST = 64 << 20
 CHUNK = 1 << 20
 BLOCK = tarfile.BLOCKSIZE
@@ -299,7 +308,10 @@ def scan_archive(tar: tarfile.TarFile, size: int, listed: dict[str, tuple[int, s
         seen.add(name)
         if (name == MANIFEST_NAME) != (not members):
             raise BundleError(f"{MANIFEST_NAME} is not the first member: not a bundle")
-        if name not in (MANIFEST_NAME, SUMS_NAME):
+        if name == SIGNATURE_NAME:
+            if member.size > MAX_SIGNATURE:
+                raise BundleError(f"{name} is larger than {MAX_SIGNATURE} bytes")
+        elif name not in (MANIFEST_NAME, SUMS_NAME):
             if name not in listed:
                 raise BundleError(f"{name} is not listed in {MANIFEST_NAME}, refused")
             if member.size != listed[name][0]:
@@ -364,7 +376,7 @@ def walk_tree(root: str, listed: dict[str, tuple[int, str]]) -> None:
                 continue
             if not stat.S_ISREG(mode):
                 raise BundleError(f"{rel} is not a regular file (link or device), refused")
-            if rel not in listed and rel not in (MANIFEST_NAME, SUMS_NAME):
+            if rel not in listed and rel not in (MANIFEST_NAME, SUMS_NAME, SIGNATURE_NAME):
                 raise BundleError(f"{rel} is not listed in {MANIFEST_NAME}, refused")
             seen.add(rel)
     for path, (size, _) in listed.items():
@@ -405,11 +417,11 @@ def extract_archive(src: str, staging: str, listed: dict[str, tuple[int, str]], 
         for member in members:
             reader = tar.extractfile(member)
             assert reader is not None
-            if member.name in (MANIFEST_NAME, SUMS_NAME):
+            if member.name in (MANIFEST_NAME, SUMS_NAME, SIGNATURE_NAME):
                 data = reader.read()
                 if member.name == MANIFEST_NAME:
                     check_manifest_digest(data, digest)
-                else:
+                elif member.name == SUMS_NAME:
                     check_sums(data, listed, sums_sha256)
                 with open(os.path.join(staging, member.name), "xb") as handle:
                     handle.write(data)
@@ -433,7 +445,12 @@ def copy_directory(src: str, staging: str, listed: dict[str, tuple[int, str]], d
         sums = handle.read(MAX_MANIFEST + 1)
     check_sums(sums, listed, sums_sha256)
     os.makedirs(staging, mode=0o755)
-    for name, data in ((MANIFEST_NAME, manifest), (SUMS_NAME, sums)):
+    copied = [(MANIFEST_NAME, manifest), (SUMS_NAME, sums)]
+    signature = os.path.join(src, SIGNATURE_NAME)
+    if os.path.isfile(signature):
+        with open(signature, "rb") as handle:
+            copied.append((SIGNATURE_NAME, handle.read(MAX_SIGNATURE + 1)))
+    for name, data in copied:
         with open(os.path.join(staging, name), "xb") as handle:
             handle.write(data)
     hashed = 0
@@ -464,10 +481,58 @@ def verify_in_place(root: str, listed: dict[str, tuple[int, str]], digest: str, 
     return sum(size for size, _ in listed.values())
 
 
+def read_signed_pair(src: str) -> tuple[bytes, bytes | None]:
+    """bundle.yaml and bundle.yaml.sig (None when the bundle is unsigned) from an archive or a directory."""
+    if os.path.isdir(src):
+        manifest, _ = read_manifest(src)
+        path = os.path.join(src, SIGNATURE_NAME)
+        if not os.path.isfile(path) or os.path.islink(path):
+            return manifest, None
+        with open(path, "rb") as handle:
+            return manifest, handle.read(MAX_SIGNATURE + 1)
+    manifest, _ = read_manifest(src)
+    with tarfile.open(src, "r:") as tar:
+        tar.next()  # bundle.yaml
+        second = tar.next()
+        if second is None or second.name != SIGNATURE_NAME or not second.isreg() or second.size > MAX_SIGNATURE:
+            return manifest, None
+        handle = tar.extractfile(second)
+        assert handle is not None
+        return manifest, handle.read()
+
+
+def check_signature(module: AnsibleModule, src: str, public_key: str) -> None:
+    """Ed25519 signature of bundle.yaml, checked offline with the host's OpenSSL before anything is installed."""
+    manifest, signature = read_signed_pair(src)
+    if signature is None:
+        raise BundleError(f"bundle is not signed ({SIGNATURE_NAME} missing) but a signing key is required")
+    openssl = module.get_bin_path("openssl")
+    if not openssl:
+        raise BundleError("openssl is needed on the host to check the bundle signature")
+    with tempfile.TemporaryDirectory(prefix="airgap-signature-") as tmp:
+        paths = {}
+        for name, data in (("key.pem", public_key.encode()), ("bundle.yaml", manifest), ("bundle.sig", signature)):
+            paths[name] = os.path.join(tmp, name)
+            with open(paths[name], "wb") as handle:
+                handle.write(data)
+        rc, _, _ = module.run_command(
+            [openssl, "pkeyutl", "-verify", "-pubin", "-inkey", paths["key.pem"], "-rawin",
+             "-in", paths["bundle.yaml"], "-sigfile", paths["bundle.sig"]]
+        )  # fmt: skip
+    if rc != 0:
+        raise BundleError(f"{SIGNATURE_NAME} does not match {MANIFEST_NAME} (altered, or signed by another key)")
+
+
 def ensure_present(module: AnsibleModule, src: str | None, dest: str, state_dir: str, digest: str) -> dict:
     params = module.params
     record = record_path(state_dir, digest)
-    if record_is_current(state_dir, dest, digest):
+    current = record_is_current(state_dir, dest, digest)
+    if params["public_key"]:
+        # Two small files, checked on every run, so a newly required key is honoured at once.
+        signed_source = dest if current else src
+        if signed_source and os.path.exists(signed_source):
+            check_signature(module, signed_source, params["public_key"])
+    if current:
         return {"changed": False, "current": True, "digest": digest, "root": dest, "record": record, "hashed_bytes": 0}
     if module.check_mode:
         return {"changed": True, "current": False, "digest": digest, "root": dest, "record": record, "hashed_bytes": 0}
@@ -494,7 +559,8 @@ def ensure_present(module: AnsibleModule, src: str | None, dest: str, state_dir:
             exchange(staging, dest)
         finally:
             shutil.rmtree(staging, ignore_errors=True)  # the refused tree, or the old one after the exchange
-    record = write_record(state_dir, dest, digest, [MANIFEST_NAME, SUMS_NAME, *listed])
+    signed = [SIGNATURE_NAME] if os.path.isfile(os.path.join(dest, SIGNATURE_NAME)) else []
+    record = write_record(state_dir, dest, digest, [MANIFEST_NAME, SUMS_NAME, *signed, *listed])
     return {"changed": True, "current": True, "digest": digest, "root": dest, "record": record, "hashed_bytes": hashed}
 
 
@@ -509,6 +575,7 @@ def main() -> None:
             "files": {"type": "list", "elements": "dict"},
             "sums_sha256": {"type": "str"},
             "workers": {"type": "int", "default": 4},
+            "public_key": {"type": "str"},
         },
         required_if=[
             ("state", "inspected", ["src"]),

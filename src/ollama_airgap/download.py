@@ -6,7 +6,9 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import os
+import queue
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -61,6 +63,28 @@ class Stats:
     requests: int = 0
     retries: int = 0
     resumed_bytes: int = 0
+
+
+class BackgroundHash:
+    """sha256 on a second thread (hashlib releases the GIL), so hashing overlaps receiving and writing."""
+
+    def __init__(self, hasher: hashlib._Hash) -> None:
+        self.hasher = hasher
+        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+        self.thread = threading.Thread(target=self._run, name="sha256", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (data := self.queue.get()) is not None:
+            self.hasher.update(data)
+
+    def update(self, data: bytes) -> None:
+        self.queue.put(data)
+
+    def close(self) -> None:
+        """Wait until every chunk handed over is hashed."""
+        self.queue.put(None)
+        self.thread.join()
 
 
 class TransientError(Exception):
@@ -211,6 +235,7 @@ class Fetcher:
     ) -> int:
         flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if offset else os.O_TRUNC)
         fd = os.open(partial, flags, 0o644)
+        background = BackgroundHash(hasher)
         try:
             with resp:
                 while True:
@@ -231,12 +256,13 @@ class Fetcher:
                         if exc.errno == 28:
                             raise DiskSpaceError(f"no space left on the device holding {partial}") from None
                         raise
-                    hasher.update(chunk)
+                    background.update(data)
                     offset += n
                     self.stats.bytes_downloaded += n
                     if progress:
                         progress(n)
         finally:
+            background.close()  # the hash covers exactly the bytes written, also when the transfer broke off
             os.close(fd)
         return offset
 
