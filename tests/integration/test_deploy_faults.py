@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -90,6 +91,8 @@ def test_host_dropping_off_mid_play_is_reported_and_others_finish(
     env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
            "ANSIBLE_NOCOLOR": "1", "ANSIBLE_TIMEOUT": "5"}  # fmt: skip
     process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    watchdog = threading.Timer(300, process.kill)  # a hung play must fail this test, not hang the suite
+    watchdog.start()
     output: list[str] = []
     try:
         assert process.stdout is not None
@@ -97,8 +100,9 @@ def test_host_dropping_off_mid_play_is_reported_and_others_finish(
             output.append(line)
             if line.startswith("PLAY [Phase: ollama]"):
                 subprocess.run(["ip", "link", "set", link, "down"], check=True)
-        process.wait(timeout=600)
+        process.wait(timeout=300)
     finally:
+        watchdog.cancel()
         subprocess.run(["ip", "link", "set", link, "up"], check=True)
         if process.poll() is None:
             process.kill()
