@@ -19,7 +19,7 @@ from .cache import BlobCache
 from .container_image import ImageArchive, ResolvedImage, image_archive, resolve_image
 from .download import Fetcher
 from .errors import AirgapError, DiskSpaceError, SpecError, VerifyError
-from .hashing import digest_hex
+from .hashing import digest_hex, sha256_file
 from .lock import Lock
 from .names import ModelName
 from .ollama_model import (
@@ -187,7 +187,10 @@ class Builder:
                 user.parameters.extend((key, str(v)) for v in (value if isinstance(value, list) else [value]))
             if local.license:
                 user.licenses.append(local.license)
-        model_digest = self.cache.import_file(local.gguf, None, what)
+        # Hash in place first: an unchanged GGUF that is already cached is not copied again.
+        model_digest = "sha256:" + sha256_file(local.gguf)
+        if not self.cache.has(model_digest):
+            self.cache.import_file(local.gguf, model_digest, what)
         layers = [Layer(MODEL, model_digest, local.gguf.stat().st_size)]
 
         def add(media_type: str, data: bytes) -> None:

@@ -16,6 +16,7 @@ import requests
 import yaml
 
 from ollama_airgap.cli.main import main
+from ollama_airgap.hashing import sha256_file
 from ollama_airgap.names import parse_model_name
 from testbed.mirrors import Mirrors
 from testbed.standin_server import Standin
@@ -290,6 +291,12 @@ def test_local_gguf_with_template(mirrors: Mirrors, tmp_path: Path, capsys: pyte
         text = tar.extractfile("modelfiles/registry.ollama.ai/library/mine/v1.Modelfile").read().decode()
     assert 'TEMPLATE """{{ .Prompt }}"""' in text and "PARAMETER stop </s>" in text
     assert 'SYSTEM """be brief"""' in text and "PARAMETER temperature 0.2" in text
+    # A rebuild hashes the GGUF in place and does not copy it into the cache again.
+    cached = tmp_path / "cache/blobs/sha256" / sha256_file(gguf)
+    inode = cached.stat().st_ino
+    code, result = build(tmp_path, mirrors, spec, tmp_path / "cache", tmp_path / "l2.tar", capsys=capsys)
+    assert code == 0, result
+    assert cached.stat().st_ino == inode
 
 
 def test_inspect_and_split_join_on_a_real_build(
