@@ -83,7 +83,7 @@ def test_altered_or_foreign_signature_refused(tmp_path: Path, keys: tuple[Path, 
     other = tmp_path / "other.key"
     generate_keypair(other)
     foreign = make(tmp_path, other, "foreign.tar")
-    with pytest.raises(VerifyError, match="does not match bundle.yaml"):
+    with pytest.raises(VerifyError, match=r"does not match bundle\.yaml"):
         verify_archive(foreign, QUIET, public_key=load_public_key(public))
     # Re-sign nothing, but change bundle.yaml: the signature no longer matches.
     unpacked = tmp_path / "y"
@@ -92,5 +92,5 @@ def test_altered_or_foreign_signature_refused(tmp_path: Path, keys: tuple[Path, 
         tar.extractall(unpacked, filter="data")
     manifest = unpacked / "bundle.yaml"
     manifest.write_text(manifest.read_text().replace("name: t", "name: u"))
-    with pytest.raises(VerifyError, match="does not match bundle.yaml"):
+    with pytest.raises(VerifyError, match=r"does not match bundle\.yaml"):
         verify_dir(unpacked, QUIET, public_key=load_public_key(public))
