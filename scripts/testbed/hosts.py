@@ -348,7 +348,7 @@ class TestHosts:
 
     __test__ = False  # not a pytest test class
 
-    extra_packages: tuple[str, ...] = ()
+    extra_packages: tuple[str, ...] = rootfs.DEFAULT_EXTRA_PACKAGES
     owned_by_this_process: bool = False
     boot_timeout: float = BOOT_TIMEOUT_S
     nspawn_options: tuple[str, ...] = ()
@@ -639,7 +639,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "supervise":
         nspawn = args.nspawn[1:] if args.nspawn[:1] == ["--"] else args.nspawn
         return supervise(args.host_dir, nspawn)
-    bed = TestHosts(extra_packages=tuple(getattr(args, "extra_package", ())))
+    extra = sorted(set(rootfs.DEFAULT_EXTRA_PACKAGES) | set(getattr(args, "extra_package", ())))
+    bed = TestHosts(extra_packages=tuple(extra))
     try:
         if args.command == "up":
             started = time.monotonic()

@@ -41,6 +41,9 @@ BASE_PACKAGES: tuple[str, ...] = (
     "procps",
     "gzip",
 )
+# Added with apt on top of the debootstrapped base for every test host (TestHosts' default): containers for the
+# open_webui role (podman 4.3, crun, conmon; iptables and the CNI plugins come with it).
+DEFAULT_EXTRA_PACKAGES: tuple[str, ...] = ("podman",)
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # Keep owners numeric and file capabilities (xattrs) intact.
 _TAR_OPTIONS = ("--numeric-owner", "--xattrs", "--xattrs-include=*")
@@ -61,6 +64,13 @@ MASKED_UNITS: tuple[str, ...] = (
     "e2scrub_all.timer",
     "fstrim.timer",
     "systemd-networkd-wait-online.service",
+    # podman's API socket, auto-update and restart-all units: nothing here uses them (the open_webui role runs its
+    # own unit), and in a container without cgroup write access they fail and leave the host "degraded".
+    "podman.service",
+    "podman.socket",
+    "podman-restart.service",
+    "podman-auto-update.service",
+    "podman-auto-update.timer",
 )
 
 SSH_KEYGEN_UNIT = "testbed-ssh-host-keys.service"
@@ -84,6 +94,12 @@ PREPARED_FILES: dict[str, str] = {
         "ExecStart=/usr/bin/ssh-keygen -A\n\n"
         "[Install]\n"
         "WantedBy=multi-user.target\n"
+    ),
+    # The hosts' root is overlayfs, on which podman's overlay driver cannot stack: every podman user on a test host
+    # (the open_webui role's unit, tests, podman's own units) shares this storage setting, as on a real host.
+    "etc/containers/storage.conf": (
+        "# Test bed: / is overlayfs here, so podman stores images with the vfs driver.\n"
+        '[storage]\ndriver = "vfs"\nrunroot = "/run/containers/storage"\ngraphroot = "/var/lib/containers/storage"\n'
     ),
     "etc/systemd/journald.conf.d/testbed.conf": "[Journal]\nStorage=volatile\nRuntimeMaxUse=32M\n",
     # The air gap: no name servers.
