@@ -22,8 +22,17 @@ airgap-testbed up --hosts "${DEMO_HOSTS:-2}" > "$work/testbed.json"
 inventory=$(python -c 'import json,sys; print(json.load(open(sys.argv[1]))["inventory"])' "$work/testbed.json")
 mapfile -t mirrors < <(python -c 'import json,sys; [print(f"--mirror={m}") for m in json.load(open(sys.argv[1]))["mirrors"]]' "$work/testbed.json")
 
-step "bundle build bundles/demo.yaml (${mirrors[*]})"
-bundle build bundles/demo.yaml -o "$work/demo.tar" --cache "$work/cache" "${mirrors[@]}"
+# bundles/demo.yaml plus the test bed's Open WebUI stand-in image (pushed to the local registry by `up`).
+python - "$work/testbed.json" "$work/demo.yaml" <<'PY'
+import json, sys, yaml
+state = json.load(open(sys.argv[1]))
+spec = yaml.safe_load(open("bundles/demo.yaml"))
+spec["images"] = [state["webui_image"]]
+yaml.safe_dump(spec, open(sys.argv[2], "w"))
+PY
+
+step "bundle build bundles/demo.yaml + Open WebUI image (${mirrors[*]})"
+bundle build "$work/demo.yaml" -o "$work/demo.tar" --cache "$work/cache" "${mirrors[@]}"
 bundle verify "$work/demo.tar"
 bundle inspect "$work/demo.tar"
 

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from testbed import config
 from testbed.hosts import INVENTORY_PATH, TestBedError, TestHosts, pid_alive
 from testbed.mirrors import Mirrors, start_mirrors
+from testbed.webui_image import push_webui_image
 
 STATE_FILE = config.STATE_DIR / "testbed.json"
 
@@ -57,6 +58,8 @@ def up(count: int, with_mirrors: bool = True) -> dict[str, Any]:
         state["registry_url"] = mirrors.registry_url
         state["release_base_url"] = mirrors.release_base_url
         state["mirror_pids"] = list(mirrors.pids)
+        image = push_webui_image(mirrors.registry_url, config.STATE_DIR / "webui-image")
+        state["webui_image"] = f"ghcr.io/{image.repository}:{image.tag}"
         STATE_FILE.parent.mkdir(parents=True, exist_ok=True)
         STATE_FILE.write_text(json.dumps(state, indent=2))
     if count:

@@ -53,6 +53,14 @@ LOCK_PATH = STATE_DIR / "hosts.lock"
 OPERATION_LOCK_PATH = STATE_DIR / ".hosts.operation.lock"
 
 NSPAWN_REBOOT_EXIT = 133
+# What the nspawn test hosts need that real servers do not, written into the test bed's inventory: their cgroup
+# file system is read-only and nspawn's seccomp filter refuses keyring calls, so podman runs the Open WebUI
+# container without cgroups and without a session keyring (see roles/open_webui/defaults/main.yml).
+NSPAWN_HOST_VARS: dict[str, Any] = {
+    "open_webui_podman_global_args": ["--cgroup-manager=cgroupfs"],
+    "open_webui_podman_cgroups": "disabled",
+    "open_webui_podman_containers_conf": "[containers]\nkeyring = false\n",
+}
 GUEST_INTERFACE = "host0"
 BOOT_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 30.0
@@ -556,7 +564,7 @@ class TestHosts:
             for host in self.hosts
         }
         INVENTORY_PATH.parent.mkdir(parents=True, exist_ok=True)
-        inventory = {"all": {"children": {INVENTORY_GROUP: {"hosts": hosts}}}}
+        inventory = {"all": {"children": {INVENTORY_GROUP: {"hosts": hosts, "vars": NSPAWN_HOST_VARS}}}}
         INVENTORY_PATH.write_text(yaml.safe_dump(inventory, sort_keys=False))
 
 

@@ -42,12 +42,6 @@ IMAGE = "ghcr.io/open-webui/open-webui:test"
 ARCHIVE = f"{BUNDLE_ROOT}/images/open-webui_test.docker.tar"
 SECRET = "/etc/open-webui/secret_key"
 PODMAN = "podman --cgroup-manager=cgroupfs"
-# How the nspawn test hosts run containers (see the module docstring).
-NSPAWN_PODMAN_VARS = {
-    "open_webui_podman_global_args": ["--cgroup-manager=cgroupfs"],
-    "open_webui_podman_cgroups": "disabled",
-    "open_webui_podman_containers_conf": "[containers]\nkeyring = false\n",
-}
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +63,8 @@ def webui_bundle(mirrors: Mirrors, tmp_path_factory: pytest.TempPathFactory) -> 
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     vars_file = tmp / "webui-vars.yml"
-    vars_file.write_text(yaml.safe_dump({"bundle_src": str(tmp / "webui.tar"), **NSPAWN_PODMAN_VARS}))
+    # The nspawn hosts' podman settings come from the test bed's inventory (testbed.hosts.NSPAWN_HOST_VARS).
+    vars_file.write_text(yaml.safe_dump({"bundle_src": str(tmp / "webui.tar")}))
     return {"archive": tmp / "webui.tar", "image": image, "vars": vars_file, "tmp": tmp}
 
 
