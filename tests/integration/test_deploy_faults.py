@@ -121,3 +121,48 @@ def test_host_dropping_off_mid_play_is_reported_and_others_finish(
     converged = ansible_playbook("site.yml")
     assert converged.returncode == 0, converged.explain()
     assert all(counts["changed"] == 0 for counts in converged.recap.values()), converged.explain()
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"ollama_models_method": "pull"}, "ollama_models_method must be one of: create, restore, got: pull"),
+        ({"smoke_test_num_predict": "many"}, "smoke_test_num_predict' is of type str"),
+        ({"ollama_environment": "OLLAMA_DEBUG=1"}, "ollama_environment"),
+        ({"bundle_keep_archive": "perhaps"}, "bundle_keep_archive"),
+        ({"ollama_environment": {"LD_PRELOAD": "/tmp/x.so"}}, "OLLAMA_* keys"),
+        ({"ollama_origins": ["*"]}, "ollama_origins_allow_any"),
+    ],
+)
+def test_bad_inventory_values_stop_the_run_before_any_change(
+    deployed: Deployment, ansible_playbook: PlaybookRunner, bad: dict, message: str
+) -> None:
+    host = deployed.hosts.hosts[0]
+    unit = host.ssh("cat /etc/systemd/system/ollama.service.d/*.conf").stdout
+    result = ansible_playbook("site.yml", extra=["--limit", host.name], **bad)
+    assert result.returncode != 0
+    assert message in result.output, result.explain()
+    assert result.recap[host.name]["changed"] == 0 and result.recap[host.name]["failed"] == 1
+    assert host.ssh("cat /etc/systemd/system/ollama.service.d/*.conf").stdout == unit
+
+
+def test_rotten_file_in_the_unpacked_bundle_on_a_host_is_caught_and_healed(
+    deployed: Deployment, ansible_playbook: PlaybookRunner
+) -> None:
+    """A flipped byte in the verified tree on a host: the record no longer matches, so the next run verifies again
+    from the archive and restores the file; with the tree itself as the source, the run refuses it."""
+    host = deployed.hosts.hosts[0]
+    root = "/var/lib/ollama-airgap/bundle"
+    blob = host.ssh(f"ls -S {root}/models/blobs | head -1").stdout.strip()
+    path = f"{root}/models/blobs/{blob}"
+    good = host.ssh(f"sha256sum {path}").stdout.split()[0]
+    flip = f"printf '\\\\x00' | dd of={path} bs=1 seek=100 conv=notrunc status=none"
+    host.ssh(flip)
+    assert host.ssh(f"sha256sum {path}").stdout.split()[0] != good
+    refused = ansible_playbook("playbooks/bundle.yml", extra=["--limit", host.name],
+                               bundle_src=root, bundle_remote_src=True)  # fmt: skip
+    assert refused.returncode != 0
+    assert f"models/blobs/{blob} is altered" in refused.output, refused.explain()
+    healed = ansible_playbook("site.yml", extra=["--limit", host.name])
+    assert healed.returncode == 0, healed.explain()
+    assert host.ssh(f"sha256sum {path}").stdout.split()[0] == good

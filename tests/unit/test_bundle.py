@@ -74,16 +74,18 @@ def test_hostile_members_refused(tmp_path: Path, archive: Path) -> None:
             ("../escape", tarfile.REGTYPE),
             ("/etc/passwd", tarfile.REGTYPE),
             ("link", tarfile.SYMTYPE),
+            ("hardlink", tarfile.LNKTYPE),
             ("dev", tarfile.CHRTYPE),
         ):
             info = tarfile.TarInfo(name)
             info.type = kind
-            info.linkname = "/etc/shadow" if kind == tarfile.SYMTYPE else ""
+            info.linkname = "/etc/shadow" if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE) else ""
             dst.addfile(info, io.BytesIO(b"") if kind == tarfile.REGTYPE else None)
     problems = " | ".join(verify_archive(hostile, QUIET).problems)
     assert "unsafe path '../escape'" in problems
     assert "unsafe path '/etc/passwd'" in problems
     assert "link is a link" in problems
+    assert "hardlink is a link" in problems
     assert "dev is a device" in problems
 
 
