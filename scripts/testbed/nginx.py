@@ -17,7 +17,7 @@ from pathlib import Path
 
 import requests
 
-from testbed.registry import free_port, stop_process, wait_until
+from testbed.registry import LocalServer, free_port
 
 NGINX_BINARY = "/usr/sbin/nginx"
 ASSET_PREFIX = "/github-production-release-asset"
@@ -84,20 +84,11 @@ http {{
 
 
 @dataclass
-class NginxServer:
-    process: subprocess.Popen[bytes]
-    host: str
-    port: int
+class NginxServer(LocalServer):
+    """SIGTERM to the master (by PID) is nginx's fast shutdown; it takes its workers with it."""
+
     state_dir: Path
     config_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
 
     @property
     def error_log(self) -> Path:
@@ -106,10 +97,6 @@ class NginxServer:
     @property
     def access_log(self) -> Path:
         return self.state_dir / "access.log"
-
-    def stop(self) -> None:
-        # SIGTERM to the master (by PID) is nginx's fast shutdown; it takes its workers with it.
-        stop_process(self.process)
 
 
 def nginx_config(state_dir: Path, web_root: Path, host: str, port: int, latest_version: str) -> str:
@@ -161,9 +148,5 @@ def start_release_server(
         except requests.ConnectionError:
             return False
 
-    try:
-        wait_until(answers, timeout=timeout, what=f"nginx on {host}:{chosen_port}", process=process)
-    except BaseException:
-        server.stop()
-        raise
+    server.wait_until_answering(answers, f"nginx on {host}:{chosen_port}", timeout)
     return server

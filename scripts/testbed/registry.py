@@ -105,13 +105,12 @@ class TokenAuthConfig:
 
 
 @dataclass
-class RegistryServer:
+class LocalServer:
+    """A server process of the test bed on this machine, ended by its PID."""
+
     process: subprocess.Popen[bytes]
     host: str
     port: int
-    data_dir: Path
-    config_path: Path
-    log_path: Path
 
     @property
     def url(self) -> str:
@@ -123,6 +122,21 @@ class RegistryServer:
 
     def stop(self) -> None:
         stop_process(self.process)
+
+    def wait_until_answering(self, answers: Callable[[], bool], what: str, timeout: float) -> None:
+        """Return once ``answers()`` is true; stop the server and raise if it never is."""
+        try:
+            wait_until(answers, timeout=timeout, what=what, process=self.process)
+        except BaseException:
+            self.stop()
+            raise
+
+
+@dataclass
+class RegistryServer(LocalServer):
+    data_dir: Path
+    config_path: Path
+    log_path: Path
 
 
 def registry_config(data_dir: Path, host: str, port: int, auth: TokenAuthConfig | None = None) -> dict[str, object]:
@@ -183,11 +197,7 @@ def start_registry(
         except requests.ConnectionError:
             return False
 
-    try:
-        wait_until(answers, timeout=timeout, what=f"docker-registry on {host}:{chosen_port}", process=process)
-    except BaseException:
-        server.stop()
-        raise
+    server.wait_until_answering(answers, f"docker-registry on {host}:{chosen_port}", timeout)
     return server
 
 

@@ -41,31 +41,21 @@ def spec_file(tmp_path: Path, models: list[str] | None = None) -> Path:
     return path
 
 
+def build_argv(mirrors: Mirrors, proxy: FaultProxy, tmp_path: Path, cache: Path, out: Path, *extra: str) -> list[str]:
+    """`bundle build` of the spec with the registry behind the fault proxy and releases straight from nginx."""
+    github = urlsplit(mirrors.release_base_url)
+    return [
+        BUNDLE, "build", str(spec_file(tmp_path)), "--cache", str(cache), "-o", str(out),
+        "--mirror", f"registry.ollama.ai={proxy.url}", "--mirror", f"github.com={github.scheme}://{github.netloc}",
+        *extra,
+    ]  # fmt: skip
+
+
 def run_build(
     mirrors: Mirrors, proxy: FaultProxy, tmp_path: Path, *extra: str, cache: str = "cache", out: str = "out.tar"
 ) -> subprocess.CompletedProcess[str]:
-    github = urlsplit(mirrors.release_base_url)
-    return subprocess.run(
-        [
-            BUNDLE,
-            "build",
-            str(spec_file(tmp_path)),
-            "--cache",
-            str(tmp_path / cache),
-            "-o",
-            str(tmp_path / out),
-            "--json",
-            "--mirror",
-            f"registry.ollama.ai={proxy.url}",
-            "--mirror",
-            f"github.com={github.scheme}://{github.netloc}",
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    argv = build_argv(mirrors, proxy, tmp_path, tmp_path / cache, tmp_path / out, "--json", *extra)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
 
 
 def gguf_digest(mirrors: Mirrors, model: str = MODEL) -> tuple[str, int]:
@@ -135,22 +125,8 @@ def test_corrupted_transfer_is_rejected_and_not_cached(mirrors: Mirrors, proxy: 
 def test_kill_9_mid_blob_resumes_without_refetching(mirrors: Mirrors, proxy: FaultProxy, tmp_path: Path) -> None:
     digest, size = gguf_digest(mirrors)
     proxy.add(Fault(f"/blobs/{digest}", "throttle", rate=max(size // 4, 64 * 1024), times=1))
-    github = urlsplit(mirrors.release_base_url)
     process = subprocess.Popen(
-        [
-            BUNDLE,
-            "build",
-            str(spec_file(tmp_path)),
-            "--cache",
-            str(tmp_path / "cache"),
-            "-o",
-            str(tmp_path / "out.tar"),
-            "-q",
-            "--mirror",
-            f"registry.ollama.ai={proxy.url}",
-            "--mirror",
-            f"github.com={github.scheme}://{github.netloc}",
-        ],
+        build_argv(mirrors, proxy, tmp_path, tmp_path / "cache", tmp_path / "out.tar", "-q"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -217,23 +193,9 @@ def test_full_disk_before_download_is_refused(
 def test_disk_full_mid_download_then_freed(mirrors: Mirrors, proxy: FaultProxy, small_fs: Path, tmp_path: Path) -> None:
     digest, size = gguf_digest(mirrors)
     proxy.add(Fault(f"/blobs/{digest}", "throttle", rate=max(size // 3, 64 * 1024)))
-    github = urlsplit(mirrors.release_base_url)
     cache = small_fs / "cache"
     process = subprocess.Popen(
-        [
-            BUNDLE,
-            "build",
-            str(spec_file(tmp_path)),
-            "--cache",
-            str(cache),
-            "-o",
-            str(tmp_path / "out.tar"),
-            "-q",
-            "--mirror",
-            f"registry.ollama.ai={proxy.url}",
-            "--mirror",
-            f"github.com={github.scheme}://{github.netloc}",
-        ],
+        build_argv(mirrors, proxy, tmp_path, cache, tmp_path / "out.tar", "-q"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
