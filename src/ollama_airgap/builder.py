@@ -19,7 +19,7 @@ from .cache import BlobCache
 from .container_image import ImageArchive, ResolvedImage, image_archive, resolve_image
 from .download import Fetcher
 from .errors import AirgapError, DiskSpaceError, SpecError, VerifyError
-from .hashing import digest_hex, sha256_file
+from .hashing import digest_hex, sha256_bytes, sha256_file
 from .lock import Lock
 from .names import ModelName
 from .ollama_model import (
@@ -38,7 +38,7 @@ from .ollama_model import (
     parse_manifest,
     parse_modelfile,
 )
-from .ollama_release import ReleaseFetcher, ReleaseFile, asset_names
+from .ollama_release import ARCHIVE_SUFFIXES, ReleaseFetcher, ReleaseFile, asset_names
 from .progress import Reporter
 from .registry import OLLAMA_ACCEPT, Manifest, RegistryClient
 from .signing import Ed25519PrivateKey, sign
@@ -136,10 +136,8 @@ class Builder:
             for flavour in asset_names(arch, self.spec.ollama.rocm and arch == "amd64"):
                 pinned = None
                 if self.lock:
-                    pinned = next(
-                        (n for n in self.lock.release_files if n.rsplit(".", 2)[0] in (flavour, flavour + ".tar")),
-                        None,
-                    )
+                    locked = (flavour + suffix for suffix in ARCHIVE_SUFFIXES)
+                    pinned = next((name for name in locked if name in self.lock.release_files), None)
                     if pinned is None:
                         raise SpecError(f"{flavour} is not in the lock; build without --lock to re-resolve")
                 release = self.releases.resolve(version, flavour, sums, pinned)
@@ -165,7 +163,7 @@ class Builder:
             data = path.read_bytes()
         except FileNotFoundError:
             raise AirgapError(f"model {name.short} not found in the ollama store {store} (no {path})") from None
-        manifest = Manifest(data=data, media_type=MANIFEST, digest="sha256:" + _sha(data))
+        manifest = Manifest(data=data, media_type=MANIFEST, digest="sha256:" + sha256_bytes(data))
         self._check_locked(name, manifest.digest)
         parsed = parse_manifest(manifest.json(), f"{name.short} in {store}")
         for blob in parsed.blobs:
@@ -221,7 +219,7 @@ class Builder:
             "layers": [_layer_json(layer) for layer in layers],
         }
         data = json.dumps(document).encode()
-        manifest = Manifest(data=data, media_type=MANIFEST, digest="sha256:" + _sha(data))
+        manifest = Manifest(data=data, media_type=MANIFEST, digest="sha256:" + sha256_bytes(data))
         self._check_locked(local.name, manifest.digest)
         return ResolvedModel(local.name, "local", manifest, parse_manifest(document, what))
 
@@ -407,7 +405,7 @@ class Builder:
         return BuildResult(
             archive=output,
             size=size,
-            bundle_digest=_sha(manifest),
+            bundle_digest=sha256_bytes(manifest),
             lock_path=lock_path,
             files=len(ordered),
             models=model_meta,
@@ -454,12 +452,6 @@ def _image_meta(image: ResolvedImage, archive: ImageArchive) -> dict[str, Any]:
         "size": archive.size,
         "sha256": archive.sha256,
     }
-
-
-def _sha(data: bytes) -> str:
-    from .hashing import sha256_bytes
-
-    return sha256_bytes(data)
 
 
 def _gib(n: int) -> str:

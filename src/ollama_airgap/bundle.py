@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from .errors import DiskSpaceError, VerifyError
-from .hashing import CHUNK, HEX_RE, sha256_bytes, sha256_file
+from .hashing import CHUNK, HEX_RE, sha256_bytes
 from .progress import Advance, Reporter
 from .signing import SIGNATURE_NAME, Ed25519PublicKey, check_signature
 
@@ -312,10 +312,7 @@ def verify_dir(
 ) -> VerifyReport:
     """Re-hash an unpacked bundle: every listed file present and intact, nothing unlisted, no links."""
     report = VerifyReport(source=str(root))
-    try:
-        index = read_index((root / MANIFEST_NAME).read_bytes(), str(root))
-    except FileNotFoundError:
-        raise VerifyError(f"{root}: no {MANIFEST_NAME}: not a bundle") from None
+    index = read_bundle_index(root)
     if public_key is not None:
         signature_path = root / SIGNATURE_NAME
         signature = signature_path.read_bytes() if signature_path.is_file() else None
@@ -454,7 +451,3 @@ def read_bundle_index(source: Path) -> BundleIndex:
         except FileNotFoundError:
             raise VerifyError(f"{source}: no {MANIFEST_NAME}: not a bundle") from None
     return scan_archive(source).index
-
-
-def file_sha256(path: Path) -> str:
-    return sha256_file(path)
