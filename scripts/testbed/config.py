@@ -41,4 +41,7 @@ SUITE = "bookworm"
 # Ollama versions the release mirror serves: one of each archive style.
 OLLAMA_VERSION_TGZ = "0.13.5"  # ollama-linux-<arch>.tgz (<= 0.13)
 OLLAMA_VERSION_ZST = "0.14.1"  # ollama-linux-<arch>.tar.zst (>= 0.14)
-OLLAMA_VERSIONS = (OLLAMA_VERSION_TGZ, OLLAMA_VERSION_ZST)
+# Shaped like today's releases: llama-server, cuda_v12/cuda_v13/vulkan with versioned symlinked libraries, and the
+# -rocm and -mlx overlays (amd64) and -jetpack5/-jetpack6 variants (arm64) as separate archives.
+OLLAMA_VERSION_CURRENT = "0.35.1"
+OLLAMA_VERSIONS = (OLLAMA_VERSION_TGZ, OLLAMA_VERSION_ZST, OLLAMA_VERSION_CURRENT)

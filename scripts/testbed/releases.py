@@ -8,6 +8,17 @@ Layout, as under https://github.com/ollama/ollama/releases/download::
 
 Each archive holds ``bin/ollama`` (the stand-in, mode 755) and ``lib/ollama/`` with placeholder libraries,
 like the real ones. Archives are deterministic: fixed mtimes, owners and compression settings.
+
+The current version (config.OLLAMA_VERSION_CURRENT) is shaped like today's releases, as ollama's
+scripts/build_linux.sh and scripts/deduplicate_cuda_libs.sh pack them (see current_tars)::
+
+    ollama-linux-amd64.tar.zst            bin/ollama, lib/ollama/{llama-server, libggml-*, cuda_v12/, cuda_v13/,
+                                          vulkan/}
+    ollama-linux-amd64-rocm.tar.zst       lib/ollama/rocm_v7_2/ only
+    ollama-linux-amd64-mlx.tar.zst        lib/ollama/mlx_cuda_v13/, its CUDA libraries symlinks into ../cuda_v13
+    ollama-linux-arm64.tar.zst            bin/ollama, lib/ollama/{llama-server, libggml-*, cuda_v12/, cuda_v13/}
+    ollama-linux-arm64-jetpack5.tar.zst   ./lib/ollama/cuda_jetpack5/ (tar c ./lib/..., so "./" members)
+    ollama-linux-arm64-jetpack6.tar.zst   ./lib/ollama/cuda_jetpack6/
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ CHECKSUM_FILE = "sha256sum.txt"
 ARCHIVE_MTIME = 1735689600
 
 ArchiveStyle = Literal["tgz", "tar.zst"]
+_Files = dict[str, tuple[bytes, int]]  # archive path -> (content, mode)
 
 # Placeholder libraries per architecture (path → size), where the real archives carry ggml backends.
 _LIBRARIES: dict[str, dict[str, int]] = {
@@ -58,6 +70,7 @@ class ReleaseAsset:
     path: Path
     sha256: str  # hex
     size: int
+    flavour: str = ""  # "" (the base archive), "rocm", "mlx", "jetpack5", "jetpack6"
 
     @property
     def tag(self) -> str:
@@ -74,11 +87,11 @@ class ReleaseTree:
     root: Path  # the web root; files live under root/RELEASES_PATH
     assets: tuple[ReleaseAsset, ...]
 
-    def asset(self, version: str, arch: str) -> ReleaseAsset:
+    def asset(self, version: str, arch: str, flavour: str = "") -> ReleaseAsset:
         for asset in self.assets:
-            if asset.version == version and asset.arch == arch:
+            if asset.version == version and asset.arch == arch and asset.flavour == flavour:
                 return asset
-        raise KeyError(f"no release asset for {version} {arch}")
+        raise KeyError(f"no release asset for {version} {arch} {flavour or 'base'}")
 
     def release_dir(self, version: str) -> Path:
         return self.root / RELEASES_PATH / f"v{version}"
@@ -115,13 +128,18 @@ def placeholder_library(name: str, version: str, arch: str, size: int) -> bytes:
     return header + filler
 
 
-def _add_member(archive: tarfile.TarFile, name: str, data: bytes | None, mode: int) -> None:
+def _add_member(archive: tarfile.TarFile, name: str, data: bytes | None, mode: int, link: str | None = None) -> None:
     member = tarfile.TarInfo(name)
     member.mtime = ARCHIVE_MTIME
     member.uid = member.gid = 0
     member.uname = member.gname = "root"
     member.mode = mode
-    if data is None:
+    if link is not None:
+        member.type = tarfile.SYMTYPE
+        member.linkname = link
+        member.mode = 0o777
+        archive.addfile(member)
+    elif data is None:
         member.type = tarfile.DIRTYPE
         archive.addfile(member)
     else:
@@ -129,22 +147,114 @@ def _add_member(archive: tarfile.TarFile, name: str, data: bytes | None, mode: i
         archive.addfile(member, io.BytesIO(data))
 
 
-def build_tar(version: str, arch: str) -> bytes:
-    """The uncompressed tar of one release: bin/ollama and lib/ollama/... (sorted, fixed metadata)."""
+def standin_binary(version: str) -> bytes:
+    """bin/ollama of every release: the ollama stand-in for ``version``."""
     from testbed.ollama_standin import render_script
 
-    files: dict[str, tuple[bytes, int]] = {"bin/ollama": (render_script(version).encode(), 0o755)}
-    for library, size in _LIBRARIES[arch].items():
-        files[library] = (placeholder_library(library.rsplit("/", 1)[-1], version, arch, size), 0o755)
-    directories = sorted({str(parent) for name in files for parent in Path(name).parents if str(parent) != "."})
+    return render_script(version).encode()
+
+
+def pack_tar(files: _Files, links: dict[str, str] | None = None, prefix: str = "") -> bytes:
+    """An uncompressed tar: a directory member for every parent (below ``prefix``), then files and symlinks,
+    sorted, with fixed metadata. ``prefix`` ("./") imitates ``tar c ./lib/...``."""
+    links = links or {}
+    names = list(files) + list(links)
+    directories = sorted({str(parent) for name in names for parent in Path(name).parents if str(parent) != "."})
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as archive:
         for directory in directories:
-            _add_member(archive, directory + "/", None, 0o755)
-        for name in sorted(files):
-            data, mode = files[name]
-            _add_member(archive, name, data, mode)
+            _add_member(archive, prefix + directory + "/", None, 0o755)
+        for name in sorted(names):
+            if name in links:
+                _add_member(archive, prefix + name, None, 0o777, link=links[name])
+            else:
+                data, mode = files[name]
+                _add_member(archive, prefix + name, data, mode)
     return buffer.getvalue()
+
+
+def build_tar(version: str, arch: str) -> bytes:
+    """The uncompressed tar of one pre-0.30 release: bin/ollama and lib/ollama/... (sorted, fixed metadata)."""
+    files: _Files = {"bin/ollama": (standin_binary(version), 0o755)}
+    for library, size in _LIBRARIES[arch].items():
+        files[library] = (placeholder_library(library.rsplit("/", 1)[-1], version, arch, size), 0o755)
+    return pack_tar(files)
+
+
+# Since 0.30 ollama runs llama.cpp's llama-server; the -mlx overlay exists since 0.23.1.
+CURRENT_LAYOUT_SINCE = (0, 30, 0)
+MLX_SINCE = (0, 23, 1)
+
+# Versioned CUDA/ROCm runtime libraries: (directory, library, soname version, full version), packed as
+# libfoo.so -> libfoo.so.12 -> libfoo.so.12.8.90, as NVIDIA's and AMD's redistributables are.
+_RUNTIMES: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "cuda_v12": (("libcudart", "12", "12.8.90"), ("libcublas", "12", "12.8.4.1"), ("libcublasLt", "12", "12.8.4.1")),
+    "cuda_v13": (("libcudart", "13", "13.0.96"), ("libcublas", "13", "13.1.0.3"), ("libcublasLt", "13", "13.1.0.3")),
+    "rocm_v7_2": (("libhipblas", "3", "3.0.0"), ("librocblas", "5", "5.0.0"), ("libamdhip64", "7", "7.2.26015")),
+    "cuda_jetpack5": (("libcudart", "11.0", "11.4.298"), ("libcublas", "11", "11.6.6.84")),
+    "cuda_jetpack6": (("libcudart", "12", "12.6.68"), ("libcublas", "12", "12.6.1.4")),
+}
+_CPU_VARIANTS = {
+    "amd64": ("x64", "sse42", "sandybridge", "haswell", "skylakex", "icelake", "alderlake"),
+    "arm64": ("armv8.0_1", "armv8.2_1", "armv8.2_2", "armv8.6_1"),
+}
+# Backend directories of each base archive (its GPU backend library in each), and of each overlay.
+_BASE_BACKENDS = {
+    "amd64": {"cuda_v12": "libggml-cuda.so", "cuda_v13": "libggml-cuda.so", "vulkan": "libggml-vulkan.so"},
+    "arm64": {"cuda_v12": "libggml-cuda.so", "cuda_v13": "libggml-cuda.so"},
+}
+_OVERLAYS = {
+    "amd64": {"rocm": {"rocm_v7_2": "libggml-hip.so"}, "mlx": {"mlx_cuda_v13": "libmlxc.so"}},
+    "arm64": {"jetpack5": {"cuda_jetpack5": "libggml-cuda.so"}, "jetpack6": {"cuda_jetpack6": "libggml-cuda.so"}},
+}
+
+
+def current_layout(version: str) -> bool:
+    """Releases from 0.30 on are packed as today's: split overlays, llama-server, versioned runtimes."""
+    return _version_key(version) >= CURRENT_LAYOUT_SINCE
+
+
+def _library(files: _Files, path: str, version: str, arch: str) -> None:
+    files[path] = (placeholder_library(path.rsplit("/", 1)[-1], version, arch, 0), 0o755)
+
+
+def _backends(files: _Files, links: dict[str, str], backends: dict[str, str], version: str, arch: str) -> None:
+    for directory, library in backends.items():
+        _library(files, f"lib/ollama/{directory}/{library}", version, arch)
+        for name, soname, full in _RUNTIMES.get(directory, ()):
+            base = f"lib/ollama/{directory}/{name}.so"
+            _library(files, f"{base}.{full}", version, arch)
+            links[f"{base}.{soname}"] = f"{name}.so.{full}"
+            links[base] = f"{name}.so.{soname}"
+
+
+def current_tars(version: str, arch: str) -> dict[str, bytes]:
+    """The uncompressed tars of a current release for ``arch``: {"": base, "rocm": ..., "mlx": ..., ...}.
+
+    Tiny files (a placeholder header each); the layout is what matters. The -mlx overlay's CUDA libraries are
+    relative symlinks into ../cuda_v13 (deduplicate_cuda_libs.sh), so it only works on top of the base archive."""
+    files: _Files = {"bin/ollama": (standin_binary(version), 0o755)}
+    links: dict[str, str] = {}
+    _library(files, "lib/ollama/llama-server", version, arch)
+    _library(files, "lib/ollama/libggml-base.so.0.9.7", version, arch)
+    links["lib/ollama/libggml-base.so.0"] = "libggml-base.so.0.9.7"
+    links["lib/ollama/libggml-base.so"] = "libggml-base.so.0"
+    for variant in _CPU_VARIANTS[arch]:
+        _library(files, f"lib/ollama/libggml-cpu-{variant}.so", version, arch)
+    _backends(files, links, _BASE_BACKENDS[arch], version, arch)
+    tars = {"": pack_tar(files, links)}
+    for flavour, backends in _OVERLAYS[arch].items():
+        if flavour == "mlx" and _version_key(version) < MLX_SINCE:
+            continue
+        files, links = {}, {}
+        _backends(files, links, backends, version, arch)
+        if flavour == "mlx":
+            _library(files, "lib/ollama/mlx_cuda_v13/libmlx.so", version, arch)
+            for name, soname, _full in _RUNTIMES["cuda_v13"]:
+                links[f"lib/ollama/mlx_cuda_v13/{name}.so.{soname}"] = f"../cuda_v13/{name}.so.{soname}"
+        # build_linux.sh packs the jetpack variants with `tar c ./lib/ollama/cuda_jetpackN`.
+        tars[flavour] = pack_tar(files, links, prefix="./" if flavour.startswith("jetpack") else "")
+    return tars
 
 
 def compress(tar_bytes: bytes, style: ArchiveStyle) -> bytes:
@@ -175,11 +285,14 @@ def build_release_tree(
         for stale in release_dir.iterdir():  # a reused root must not keep files this build would not write
             stale.unlink()
         for arch in arch_list:
-            filename = f"ollama-linux-{arch}.{style}"
-            data = compress(build_tar(version, arch), style)
-            path = release_dir / filename
-            _write_atomic(path, data)
-            assets.append(ReleaseAsset(version, arch, filename, path, hashlib.sha256(data).hexdigest(), len(data)))
+            tars = current_tars(version, arch) if current_layout(version) else {"": build_tar(version, arch)}
+            for flavour, tar_bytes in tars.items():
+                filename = f"ollama-linux-{arch}{'-' + flavour if flavour else ''}.{style}"
+                data = compress(tar_bytes, style)
+                path = release_dir / filename
+                _write_atomic(path, data)
+                digest = hashlib.sha256(data).hexdigest()
+                assets.append(ReleaseAsset(version, arch, filename, path, digest, len(data), flavour))
         # The release workflow runs `find . -type f | xargs sha256sum`: "<hex>  ./<file>".
         lines = [
             f"{a.sha256}  ./{a.filename}\n" for a in sorted(assets, key=lambda a: a.filename) if a.version == version
