@@ -133,7 +133,8 @@ class Builder:
         sums_data, sums = self.releases.sha256sums(version)
         files = []
         for arch in self.spec.ollama.architectures:
-            for flavour in asset_names(arch, self.spec.ollama.rocm and arch == "amd64"):
+            wanted = self.spec.ollama
+            for flavour in asset_names(arch, rocm=wanted.rocm, mlx=wanted.mlx, jetpack=wanted.jetpack):
                 pinned = None
                 if self.lock:
                     locked = (flavour + suffix for suffix in ARCHIVE_SUFFIXES)

@@ -29,6 +29,15 @@ class ReleaseFile:
     def bundle_path(self) -> str:
         return f"ollama/{self.version}/{self.name}"
 
+    @property
+    def arch(self) -> str:
+        return parse_asset_name(self.name)[0]
+
+    @property
+    def variant(self) -> str:
+        """ "" for the base archive, else the overlay: "rocm", "mlx", "jetpack5", "jetpack6"."""
+        return parse_asset_name(self.name)[1]
+
 
 def release_url(base_url: str, version: str, name: str) -> str:
     return base_url.rstrip("/") + RELEASE_PATH.format(version=version, name=name)
@@ -46,8 +55,29 @@ def parse_sha256sums(text: str, source: str) -> dict[str, str]:
     return sums
 
 
-def asset_names(arch: str, rocm: bool = False) -> list[str]:
-    return [f"ollama-linux-{arch}"] + ([f"ollama-linux-{arch}-rocm"] if rocm else [])
+# What each architecture's release offers on top of its base archive (scripts/build_linux.sh upstream): overlays
+# unpacked over the base into the same prefix. -mlx's CUDA libraries are symlinks into the base's cuda_v13.
+OVERLAYS: dict[str, tuple[str, ...]] = {"amd64": ("rocm", "mlx"), "arm64": ("jetpack5", "jetpack6")}
+JETPACKS = (5, 6)
+MLX_SINCE = (0, 23, 1)  # first release with ollama-linux-amd64-mlx
+_ASSET_RE = re.compile(r"^ollama-linux-(amd64|arm64)(?:-(rocm|mlx|jetpack5|jetpack6))?(\.tar\.zst|\.tgz)$")
+
+
+def asset_names(arch: str, rocm: bool = False, mlx: bool = False, jetpack: tuple[int, ...] = ()) -> list[str]:
+    """Archive names (without suffix) to carry for ``arch``: the base first, then the selected overlays, in the
+    order a host unpacks them. Overlays that do not exist for ``arch`` are not asked for."""
+    wanted = {"rocm": rocm, "mlx": mlx, **{f"jetpack{n}": n in jetpack for n in JETPACKS}}
+    return [f"ollama-linux-{arch}"] + [
+        f"ollama-linux-{arch}-{overlay}" for overlay in OVERLAYS.get(arch, ()) if wanted[overlay]
+    ]
+
+
+def parse_asset_name(name: str) -> tuple[str, str]:
+    """ "ollama-linux-amd64-rocm.tar.zst" -> ("amd64", "rocm"); the base archive's variant is "" ."""
+    match = _ASSET_RE.match(name)
+    if not match:
+        raise ValueError(f"{name!r} is not an ollama Linux release archive name")
+    return match.group(1), match.group(2) or ""
 
 
 class ReleaseFetcher:

@@ -16,9 +16,10 @@ import yaml
 from .container_image import DEFAULT_PLATFORM, ImageReference, parse_image_reference, parse_platform
 from .errors import SpecError
 from .names import ModelName, parse_model_name
+from .ollama_release import JETPACKS, MLX_SINCE
 
 SPEC_KEYS = {"name", "ollama", "models", "local_models", "store_models", "images", "mirrors"}
-OLLAMA_KEYS = {"version", "architectures", "rocm"}
+OLLAMA_KEYS = {"version", "architectures", "rocm", "mlx", "jetpack"}
 LOCAL_MODEL_KEYS = {"name", "gguf", "modelfile", "template", "system", "parameters", "license"}
 STORE_KEYS = {"path", "models"}
 IMAGE_KEYS = {"reference", "platform"}
@@ -39,7 +40,9 @@ DEFAULT_MIRRORS = {
 class OllamaRelease:
     version: str
     architectures: tuple[str, ...]
-    rocm: bool = False
+    rocm: bool = False  # carry ollama-linux-amd64-rocm (AMD GPUs)
+    mlx: bool = False  # carry ollama-linux-amd64-mlx (the MLX engine; unpacked over the base archive)
+    jetpack: tuple[int, ...] = ()  # carry ollama-linux-arm64-jetpack5 / -jetpack6 (NVIDIA Jetson)
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,7 @@ def validate_spec(data: Any, spec_path: Path, mirrors: dict[str, str] | None = N
         raise check.fail("ollama.rocm", f"must be true or false, got {rocm!r}")
     if rocm and "amd64" not in arches:
         raise check.fail("ollama.rocm", "ROCm builds exist for amd64 only; add amd64 to architectures")
+    mlx, jetpack = _ollama_overlays(check, ollama, version, arches)
 
     seen: dict[ModelName, str] = {}
 
@@ -238,7 +242,7 @@ def validate_spec(data: Any, spec_path: Path, mirrors: dict[str, str] | None = N
     return Spec(
         path=spec_path,
         name=name,
-        ollama=OllamaRelease(version=version, architectures=tuple(arches), rocm=rocm),
+        ollama=OllamaRelease(version=version, architectures=tuple(arches), rocm=rocm, mlx=mlx, jetpack=jetpack),
         models=models,
         local_models=local_models,
         store_models=store_models,
@@ -246,6 +250,34 @@ def validate_spec(data: Any, spec_path: Path, mirrors: dict[str, str] | None = N
         mirrors=merged_mirrors,
         raw=top,
     )
+
+
+def _ollama_overlays(
+    check: _Checker, ollama: dict[str, Any], version: str, arches: list[str]
+) -> tuple[bool, tuple[int, ...]]:
+    """ollama.mlx (bool) and ollama.jetpack (5, 6 or a list of them): the overlay archives to carry."""
+    mlx = ollama.get("mlx", False)
+    if not isinstance(mlx, bool):
+        raise check.fail("ollama.mlx", f"must be true or false, got {mlx!r}")
+    if mlx and "amd64" not in arches:
+        raise check.fail("ollama.mlx", "MLX builds exist for amd64 only; add amd64 to architectures")
+    if mlx and parse_version(version) < MLX_SINCE:
+        since = ".".join(map(str, MLX_SINCE))
+        raise check.fail("ollama.mlx", f"ollama {version} has no -mlx archive (it exists from {since} on)")
+    raw = ollama.get("jetpack", [])
+    items = raw if isinstance(raw, list) else [raw]
+    jetpack: list[int] = []
+    for i, item in enumerate(items):
+        key = f"ollama.jetpack[{i}]" if isinstance(raw, list) else "ollama.jetpack"
+        if isinstance(item, bool) or item not in JETPACKS:
+            allowed = " or ".join(map(str, JETPACKS))
+            raise check.fail(key, f"must be JetPack {allowed} (or a list of them), got {item!r}")
+        if item in jetpack:
+            raise check.fail(key, f"JetPack {item} is listed twice")
+        jetpack.append(item)
+    if jetpack and "arm64" not in arches:
+        raise check.fail("ollama.jetpack", "JetPack builds exist for arm64 only; add arm64 to architectures")
+    return mlx, tuple(jetpack)
 
 
 def _local_model(check: _Checker, item: Any, key: str, claim: Any) -> LocalModel:
