@@ -149,9 +149,9 @@ def _add_member(archive: tarfile.TarFile, name: str, data: bytes | None, mode: i
 
 def standin_binary(version: str) -> bytes:
     """bin/ollama of every release: the ollama stand-in for ``version``."""
-    from testbed.ollama_standin import render_script
+    from testbed.standin_server import zipapp_bytes
 
-    return render_script(version).encode()
+    return zipapp_bytes(version)
 
 
 def pack_tar(files: _Files, links: dict[str, str] | None = None, prefix: str = "") -> bytes:

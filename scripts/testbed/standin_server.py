@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import socket
 import subprocess
 import time
+import zipapp
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
 
-from testbed import ollama_standin
+STANDIN_PACKAGE = Path(__file__).with_name("ollama_standin")
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+ZIP_MAIN = "import sys\n\nfrom ollama_standin.cli import main\n\nsys.exit(main())\n"
 
 
 def free_port() -> int:
@@ -20,9 +26,33 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def zipapp_bytes(version: str) -> bytes:
+    """The stand-in as one executable zipapp (`#!/usr/bin/env python3`), its version baked in as `_version.py`.
+
+    Reproducible: members sorted, fixed timestamps, so equal versions give equal bytes.
+    """
+    if not re.fullmatch(r"[0-9A-Za-z.+~-]+", version):
+        raise ValueError(f"invalid version {version!r}")
+    members = {"__main__.py": ZIP_MAIN, "ollama_standin/_version.py": f'VERSION = "{version}"\n'}
+    for source in sorted(STANDIN_PACKAGE.iterdir()):
+        if source.suffix in (".py", ".md") and source.name != "_version.py":
+            members[f"ollama_standin/{source.name}"] = source.read_text(encoding="utf-8")
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
+        for name in sorted(members):
+            info = zipfile.ZipInfo(name, ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            bundle.writestr(info, members[name])
+    archive.seek(0)
+    target = io.BytesIO()
+    zipapp.create_archive(archive, target, interpreter="/usr/bin/env python3")
+    return target.getvalue()
+
+
 def write_standin(path: Path, version: str) -> Path:
-    """The stand-in as a release carries it: `bin/ollama` with its version baked in."""
-    path.write_text(ollama_standin.render_script(version))
+    """The stand-in as a release carries it: `bin/ollama`, a zipapp with its version baked in (mode 0755)."""
+    path.write_bytes(zipapp_bytes(version))
     path.chmod(0o755)
     return path
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,9 +17,8 @@ import pytest
 import requests
 
 from testbed import ollama_standin
-from testbed.standin_server import Standin, free_port
+from testbed.standin_server import Standin, free_port, zipapp_bytes
 
-SCRIPT = Path(ollama_standin.__file__)
 VERSION = "0.13.5"
 CHAT_TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}<|assistant|>"
 WORDS = [
@@ -105,10 +105,15 @@ def manifest_file(models: Path, model: str, tag: str = "latest") -> Path:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def test_render_script_bakes_version_and_runs_with_system_python(script: Path) -> None:
-    assert f'VERSION = "{VERSION}"' in script.read_text()
+def test_zipapp_bakes_version_and_runs_with_system_python(script: Path) -> None:
+    assert script.read_bytes().startswith(b"#!/usr/bin/env python3\n")
+    assert script.stat().st_mode & 0o777 == 0o755
+    with zipfile.ZipFile(script) as bundle:
+        assert bundle.read("ollama_standin/_version.py").decode() == f'VERSION = "{VERSION}"\n'
+        assert "ollama_standin/IMITATES.md" in bundle.namelist()
+    assert zipapp_bytes(VERSION) == script.read_bytes()  # reproducible
     with pytest.raises(ValueError):
-        ollama_standin.render_script("1.0; rm -rf /")
+        zipapp_bytes("1.0; rm -rf /")
     env = {"PATH": "/usr/bin:/bin", "OLLAMA_HOST": f"127.0.0.1:{free_port()}"}
     result = subprocess.run(["/usr/bin/python3", str(script), "--version"], env=env, capture_output=True, text=True)
     assert result.returncode == 0
@@ -268,11 +273,9 @@ def test_cli_create_list_show_rm_version(standin: Standin, tiny_gguf: Path, tmp_
     assert blob_path.exists()  # still used by derived and from-blob
 
 
-def test_cli_errors_without_server(tmp_path: Path) -> None:
+def test_cli_errors_without_server(script: Path, tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "OLLAMA_HOST": f"127.0.0.1:{free_port()}", "HOME": str(tmp_path)}
-    result = subprocess.run(
-        ["/usr/bin/python3", str(SCRIPT), "list"], env=env, capture_output=True, text=True, timeout=30
-    )
+    result = subprocess.run([str(script), "list"], env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert result.stderr.strip() == "Error: could not connect to ollama server, run 'ollama serve' to start it"
 
