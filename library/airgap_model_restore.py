@@ -173,7 +173,13 @@ def file_sha256(path: str) -> str:
 
 
 def read_manifest(bundle_root: str, manifest: str) -> tuple[bytes, list[tuple[str, int]]]:
-    """The manifest bytes and its blobs [(digest, size)], config first."""
+    """The manifest bytes and its distinct blobs [(digest, size)], config first.
+
+    Every layer is a blob, whatever its media type: model (one or several: split GGUFs), projector, adapter, draft,
+    tensor and json (safetensors models; these carry a ``name``), template, system, params, messages, license,
+    prompt. The media type decides nothing here, as ollama's own pull (server/images.go PullModel) fetches every
+    layer by digest alone. A digest listed twice (two tensor layers with equal bytes) is one blob.
+    """
     path = safe_join(bundle_root, manifest)
     try:
         with open(path, "rb") as handle:
@@ -182,11 +188,18 @@ def read_manifest(bundle_root: str, manifest: str) -> tuple[bytes, list[tuple[st
         raise RestoreError(f"cannot read manifest {path}: {err.strerror}") from err
     try:
         data = json.loads(raw)
-        entries = [data["config"], *data.get("layers", [])]
-        blobs = [(str(entry["digest"]), int(entry["size"])) for entry in entries]
+        layers = data.get("layers") or []
+        if not isinstance(layers, list):
+            raise TypeError("layers is not a list")
+        entries = [data["config"], *layers]
+        listed = [(str(entry["digest"]), int(entry["size"])) for entry in entries]
     except (ValueError, KeyError, TypeError) as err:
         raise RestoreError(f"manifest {path} is not an ollama manifest: {err}") from err
-    return raw, blobs
+    blobs: dict[str, int] = {}
+    for digest, size in listed:
+        if blobs.setdefault(digest, size) != size:
+            raise RestoreError(f"manifest {path} lists blob {digest} with sizes {blobs[digest]} and {size}")
+    return raw, list(blobs.items())
 
 
 def store_manifest_path(models_dir: str, manifest: str) -> str:
@@ -375,9 +388,11 @@ def restore(module: AnsibleModule, params: dict) -> dict:
         todo.append((blob_digest, size, source, target))
     try:
         with open(manifest_path, "rb") as handle:
-            manifest_current = handle.read() == raw
+            current = handle.read()
+        before = "sha256:" + hashlib.sha256(current).hexdigest()
     except (FileNotFoundError, NotADirectoryError):
-        manifest_current = False
+        current, before = None, "(absent)"
+    manifest_current = current == raw
 
     if not todo and manifest_current:
         return result
@@ -385,6 +400,17 @@ def restore(module: AnsibleModule, params: dict) -> dict:
     for blob_digest, _size, source, _target in todo:
         kind = "blobs_linked" if linkable and linkable_source(source) else "blobs_copied"
         result[kind].append(blob_digest)
+    if module._diff:
+        placed = "".join(
+            f"{os.path.join(blobs_dir, blob_name(d))} ({'link' if d in result['blobs_linked'] else 'copy'})\n"
+            for d, _s, _src, _t in todo
+        )
+        result["diff"] = {
+            "before_header": manifest_path,
+            "after_header": manifest_path,
+            "before": f"manifest {before}\n",
+            "after": f"manifest {digest}\n{placed}",
+        }
     if module.check_mode:
         return result
 

@@ -34,6 +34,7 @@ FALLBACKS: dict[str, Any] = {
     "ollama_home": "/usr/share/ollama",
     "ollama_extra_groups": ["render", "video"],
     "ollama_environment": {},
+    "ollama_no_cloud": True,
     "ollama_install_dir": "/usr/local",
     "ollama_models_method": "create",
     "ollama_models_overrides": {},

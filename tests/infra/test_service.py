@@ -17,6 +17,8 @@ def expected_environment(expected: Expected) -> dict[str, str]:
     env = {"OLLAMA_HOST": str(expected["ollama_host"]), "OLLAMA_MODELS": str(expected["ollama_models_dir"])}
     if expected["ollama_origins"]:
         env["OLLAMA_ORIGINS"] = ",".join(expected["ollama_origins"])
+    if expected["ollama_no_cloud"]:
+        env["OLLAMA_NO_CLOUD"] = "1"  # air-gapped default: cloud models and web search off
     for name, value in (expected["ollama_environment"] or {}).items():
         env[name] = str(value)
     return env
