@@ -41,6 +41,7 @@ FALLBACKS: dict[str, Any] = {
     "ollama_models_include": [],
     "smoke_test_prompt": "Why is the sky blue? Answer in one sentence.",
     "smoke_test_num_predict": 8,
+    "smoke_test_embed_input": "The sky is blue because of Rayleigh scattering.",
 }
 ROLE_NAMES = ("bundle", "ollama", "ollama_models", "smoke_test")
 
@@ -144,7 +145,8 @@ class Expected:
         return f"{self['ollama_install_dir']}/bin/ollama"
 
     def models(self) -> list[dict[str, Any]]:
-        """Bundle models the deploy imports, each with its import method."""
+        """Bundle models the deploy imports, each with its import method and ``capabilities`` (bundle.yaml's list;
+        ``[completion]`` for bundles built before it was recorded, then ``capabilities_recorded`` is false)."""
         include = self["ollama_models_include"] or []
         chosen = [m for m in self.bundle["models"] if not include or m["short"] in include or m["name"] in include]
         method_set = {"ollama_models_method", "ollama_models_overrides"} & self.explicit
@@ -155,7 +157,11 @@ class Expected:
             method = override.get("method") or self["ollama_models_method"]
             if not method_set and model["short"] in self.records:
                 method = self.records[model["short"]].get("method", method)  # what the deploy recorded
-            result.append({**model, "method": method})
+            if model.get("restore_only"):
+                method = "restore"  # no Modelfile carries it: the deploy restores it whatever the settings say
+            recorded = isinstance(model.get("capabilities"), list)
+            capabilities = list(model["capabilities"]) if recorded else ["completion"]
+            result.append({**model, "method": method, "capabilities": capabilities, "capabilities_recorded": recorded})
         return result
 
 
