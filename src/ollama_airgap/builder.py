@@ -18,10 +18,12 @@ from .bundle import LOCK_NAME, Entry, manifest_bytes, pack, sums_text
 from .cache import BlobCache
 from .container_image import ImageArchive, ResolvedImage, image_archive, resolve_image
 from .download import Fetcher
-from .errors import AirgapError, DiskSpaceError, SpecError, VerifyError
+from .errors import AirgapError, DiskSpaceError, SpecError, UnsupportedModelError, VerifyError
 from .hashing import digest_hex, sha256_bytes, sha256_file
 from .lock import Lock
+from .model_meta import model_facts_meta
 from .names import ModelName
+from .ollama_compat import COMMAND_SINCE, check_config, is_cloud_tag, supports_command, user_agent
 from .ollama_model import (
     CONFIG,
     LICENSE,
@@ -34,6 +36,8 @@ from .ollama_model import (
     Layer,
     Modelfile,
     ModelManifest,
+    RestoreOnly,
+    check_layers,
     modelfile_from_layers,
     parse_manifest,
     parse_modelfile,
@@ -48,6 +52,7 @@ TAR_OVERHEAD_PER_FILE = 3 * 512
 # Image layers are stored uncompressed in the docker-archive; the registry gives only compressed sizes.
 IMAGE_EXPANSION_ESTIMATE = 3
 DISK_MARGIN = 64 << 20
+MAX_CONFIG = 4 << 20  # a model's config blob is a few hundred bytes
 
 
 @dataclass
@@ -56,7 +61,9 @@ class ResolvedModel:
     source: str  # registry | local | store
     manifest: Manifest
     parsed: ModelManifest
+    config: dict[str, Any] = field(default_factory=dict)
     licenses: list[str] = field(default_factory=list)
+    restore_only_reason: str = ""  # set when no Modelfile can carry the model
 
     @property
     def manifest_path(self) -> str:
@@ -118,6 +125,10 @@ class Builder:
         self.jobs = max(1, jobs)
         self.fetcher = fetcher or Fetcher()
         self.registry = RegistryClient(spec.mirror_for, self.fetcher)
+        # Models are asked for as the pinned ollama asks (its User-Agent), on the build's first architecture.
+        arch = "arm64" if spec.ollama.architectures[0].startswith("arm64") else "amd64"
+        self.model_registry = RegistryClient(spec.mirror_for, self.fetcher, user_agent(spec.ollama.version, arch))
+        self.prefetched: set[str] = set()  # config blobs fetched while resolving
         self.releases = ReleaseFetcher(spec.mirror_for("github.com"), self.fetcher)
         if lock and lock.bundle != spec.name:
             raise SpecError(f"lock is for bundle {lock.bundle!r}, the spec is {spec.name!r}")
@@ -150,13 +161,46 @@ class Builder:
         return sums_data, files
 
     def resolve_registry_model(self, name: ModelName) -> ResolvedModel:
+        """Manifest and config only: a cloud model, a ``requires`` newer than the pinned ollama and an unknown layer
+        type are refused here, before any model blob is downloaded."""
+        what = f"model {name.short}"
+        if is_cloud_tag(name.tag):
+            raise UnsupportedModelError(
+                f"{what}: a cloud model (tag {name.tag!r}) runs on ollama.com, not on an air-gapped host; "
+                "it cannot be bundled"
+            )
         reference = name.tag
         if self.lock:
             if str(name) not in self.lock.models:
                 raise SpecError(f"model {name.short} is not in the lock; build without --lock to re-resolve")
             reference = self.lock.models[str(name)]
-        manifest = self.registry.manifest(name.host, name.repository, reference, OLLAMA_ACCEPT)
-        return ResolvedModel(name, "registry", manifest, parse_manifest(manifest.json(), name.short))
+        manifest = self.model_registry.manifest(name.host, name.repository, reference, OLLAMA_ACCEPT)
+        parsed = parse_manifest(manifest.json(), name.short)
+        config_layer = parsed.config
+        if config_layer.size > MAX_CONFIG:
+            raise VerifyError(f"{what}: config blob {config_layer.digest} is {config_layer.size} bytes, too large")
+        if not self.cache.has(config_layer.digest) or not self.cache.check(config_layer.digest, config_layer.size):
+            self.model_registry.fetch_blob(
+                name.host, name.repository, config_layer.digest, config_layer.size, self.cache
+            )
+            self.prefetched.add(config_layer.digest)
+        model = ResolvedModel(name, "registry", manifest, parsed, config=self._load_config(config_layer, what))
+        self._check_model(model, what)
+        return model
+
+    def _load_config(self, layer: Layer, what: str) -> dict[str, Any]:
+        try:
+            loaded = json.loads(self.cache.path(layer.digest).read_bytes())
+        except (OSError, ValueError):
+            raise VerifyError(f"{what}: config blob {layer.digest} is not JSON") from None
+        if not isinstance(loaded, dict):
+            raise VerifyError(f"{what}: config blob {layer.digest} is not a JSON object")
+        return loaded
+
+    def _check_model(self, model: ResolvedModel, what: str) -> None:
+        """Cloud and ``requires`` first (a too-new model's layers are expected to be new), then the layer types."""
+        check_config(what, model.config, self.spec.ollama.version)
+        check_layers(model.parsed, what)
 
     def resolve_store_model(self, store: Path, name: ModelName) -> ResolvedModel:
         path = store / name.manifest_path
@@ -166,12 +210,18 @@ class Builder:
             raise AirgapError(f"model {name.short} not found in the ollama store {store} (no {path})") from None
         manifest = Manifest(data=data, media_type=MANIFEST, digest="sha256:" + sha256_bytes(data))
         self._check_locked(name, manifest.digest)
-        parsed = parse_manifest(manifest.json(), f"{name.short} in {store}")
+        what = f"model {name.short} in {store}"
+        parsed = parse_manifest(manifest.json(), what)
+        config_source = store / "blobs" / f"sha256-{digest_hex(parsed.config.digest)}"
+        if not self.cache.has(parsed.config.digest):
+            self.cache.import_file(config_source, parsed.config.digest, what)
+        model = ResolvedModel(name, "store", manifest, parsed, config=self._load_config(parsed.config, what))
+        self._check_model(model, what)
         for blob in parsed.blobs:
             if not self.cache.has(blob.digest):
                 source = store / "blobs" / f"sha256-{digest_hex(blob.digest)}"
                 self.cache.import_file(source, blob.digest, f"{name.short} in {store}")
-        return ResolvedModel(name, "store", manifest, parsed)
+        return model
 
     def resolve_local_model(self, local: LocalModel) -> ResolvedModel:
         what = f"local model {local.name.short}"
@@ -205,12 +255,13 @@ class Builder:
             add(PARAMS, json.dumps(_params_json(user.parameters), sort_keys=True).encode())
         if user.messages:
             add(MESSAGES, json.dumps([{"role": r, "content": c} for r, c in user.messages]).encode())
-        config = {
+        config: dict[str, Any] = {
             "model_format": "gguf",
             "os": "linux",
             "architecture": "amd64",
             "rootfs": {"type": "layers", "diff_ids": [layer.digest for layer in layers]},
         }
+        config.update({key: getattr(user, key) for key in ("renderer", "parser", "requires") if getattr(user, key)})
         config_data = json.dumps(config, sort_keys=True).encode()
         config_layer = Layer(CONFIG, self.cache.put_bytes(config_data), len(config_data))
         document = {
@@ -222,7 +273,9 @@ class Builder:
         data = json.dumps(document).encode()
         manifest = Manifest(data=data, media_type=MANIFEST, digest="sha256:" + sha256_bytes(data))
         self._check_locked(local.name, manifest.digest)
-        return ResolvedModel(local.name, "local", manifest, parse_manifest(document, what))
+        model = ResolvedModel(local.name, "local", manifest, parse_manifest(document, what), config=config)
+        self._check_model(model, what)
+        return model
 
     def _check_locked(self, name: ModelName, digest: str) -> None:
         if self.lock and self.lock.models.get(str(name)) != digest:
@@ -288,7 +341,7 @@ class Builder:
         def one(item: tuple[str, tuple[int, ResolvedModel | ReleaseFile | ResolvedImage]]) -> bool:
             digest, (size, owner) = item
             if self.cache.has(digest) and self.cache.check(digest, size):
-                return True
+                return digest not in self.prefetched  # a config fetched while resolving counts as fetched
             if isinstance(owner, ReleaseFile):
                 self.releases.fetch(owner, self.cache, self.reporter.task(owner.name, size))
             elif isinstance(owner, ResolvedImage):
@@ -310,17 +363,30 @@ class Builder:
 
     # --- plan and pack ---------------------------------------------------------------------------------------
 
-    def modelfile_for(self, model: ResolvedModel) -> bytes:
+    def modelfile_for(self, model: ResolvedModel) -> bytes | None:
+        """The model's complete Modelfile, or None (with ``model.restore_only_reason`` set) when no Modelfile the
+        pinned ollama parses can carry it."""
         depth = model.modelfile_path.count("/")
         up = "../" * depth
 
         def read(layer: Layer) -> bytes:
             return self.cache.path(layer.digest).read_bytes()
 
-        modelfile = modelfile_from_layers(
-            model.parsed, read, lambda layer: up + blob_path(layer.digest), model.name.short
-        )
-        model.licenses = [text.strip().splitlines()[0] if text.strip() else "" for text in modelfile.licenses]
+        model.licenses = [_first_line(read(layer)) for layer in model.parsed.of_type(LICENSE)]
+        version = self.spec.ollama.version
+        try:
+            modelfile = modelfile_from_layers(
+                model.parsed, read, lambda layer: up + blob_path(layer.digest), model.name.short, model.config
+            )
+            for command in sorted(modelfile.commands()):
+                if not supports_command(version, command):
+                    raise RestoreOnly(
+                        f"its Modelfile needs {command}, which ollama {version} cannot parse "
+                        f"(since {COMMAND_SINCE[command]})"
+                    )
+        except RestoreOnly as exc:
+            model.restore_only_reason = " ".join(str(exc).split())
+            return None
         header = (
             f"Modelfile for {model.name}, generated by ollama-airgap {__version__}\n"
             f"from manifest {model.manifest.digest}. Create with: ollama create {model.name.short} -f <this file>"
@@ -356,8 +422,9 @@ class Builder:
             )
         model_meta = []
         for model in models:
-            modelfile = Entry.from_bytes(model.modelfile_path, self.modelfile_for(model))
-            entries[modelfile.path] = modelfile
+            text = self.modelfile_for(model)
+            if text is not None:
+                entries[model.modelfile_path] = Entry.from_bytes(model.modelfile_path, text)
             entries[model.manifest_path] = Entry.from_bytes(model.manifest_path, model.manifest.data)
             for blob in model.parsed.blobs:
                 path = blob_path(blob.digest)
@@ -416,26 +483,32 @@ class Builder:
         )
 
     def _model_meta(self, model: ResolvedModel) -> dict[str, Any]:
-        config: dict[str, Any] = {}
-        try:
-            loaded = json.loads(self.cache.path(model.parsed.config.digest).read_bytes())
-            config = loaded if isinstance(loaded, dict) else {}
-        except ValueError:
-            pass
+        """bundle.yaml's record of a model (keys in the shared contract: the deploy side reads them)."""
+        config = model.config
+        requires = config.get("requires")
         return {
             "name": str(model.name),
             "short": model.name.short,
             "source": model.source,
             "manifest": model.manifest_path,
             "manifest_digest": model.manifest.digest,
-            "modelfile": model.modelfile_path,
+            "modelfile": None if model.restore_only_reason else model.modelfile_path,
             "size": model.parsed.size,
             "blobs": [b.digest for b in model.parsed.blobs],
             "family": config.get("model_family", ""),
             "parameter_size": config.get("model_type", ""),
             "quantization": config.get("file_type", ""),
             "licenses": model.licenses,
+            **model_facts_meta(model.parsed, config, self.cache.path),
+            "requires": requires.removeprefix("v") if isinstance(requires, str) else "",
+            "restore_only": bool(model.restore_only_reason),
+            "restore_only_reason": model.restore_only_reason,
         }
+
+
+def _first_line(data: bytes) -> str:
+    text = data.decode("utf-8", errors="replace").strip()
+    return text.splitlines()[0] if text else ""
 
 
 def _image_meta(image: ResolvedImage, archive: ImageArchive) -> dict[str, Any]:

@@ -15,6 +15,12 @@ class SpecError(AirgapError):
     exit_code = 2
 
 
+class UnsupportedModelError(SpecError):
+    """A model the spec names cannot be bundled for the pinned ollama: its config ``requires`` a newer ollama, the
+    registry refuses that ollama (HTTP 412), it is a cloud model, or a layer has an unknown media type. Exit 2: the
+    spec must change (another model, or a newer ``ollama.version``)."""
+
+
 class VerifyError(AirgapError):
     """Data failed verification: a digest mismatch, a missing, altered or unlisted file, a hostile archive."""
 

@@ -20,7 +20,7 @@ import requests
 
 from .cache import BlobCache
 from .download import Fetcher, Progress
-from .errors import FetchError, NotFoundError, VerifyError
+from .errors import FetchError, NotFoundError, UnsupportedModelError, VerifyError
 from .hashing import digest_hex, sha256_bytes
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -48,9 +48,13 @@ class Manifest:
 
 
 class RegistryClient:
-    def __init__(self, base_url_for: Callable[[str], str], fetcher: Fetcher) -> None:
+    """``user_agent`` replaces the session's on every request of this client (the pinned ollama's, for models, so a
+    registry that answers by client version serves what that ollama would get)."""
+
+    def __init__(self, base_url_for: Callable[[str], str], fetcher: Fetcher, user_agent: str | None = None) -> None:
         self.base_url_for = base_url_for
         self.fetcher = fetcher
+        self.agent = {"User-Agent": user_agent} if user_agent else {}
         self._tokens: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
 
@@ -59,7 +63,7 @@ class RegistryClient:
 
     def _auth_headers(self, host: str, repository: str) -> dict[str, str]:
         token = self._tokens.get((host, repository))
-        return {"Authorization": f"Bearer {token}"} if token else {}
+        return {**self.agent, "Authorization": f"Bearer {token}"} if token else dict(self.agent)
 
     def _authorize(self, host: str, repository: str, challenge: str) -> None:
         """Answer a ``WWW-Authenticate: Bearer realm=...,service=...,scope=...`` challenge with an anonymous token."""
@@ -73,7 +77,9 @@ class RegistryClient:
             "service": fields.get("service", ""),
             "scope": fields.get("scope", f"repository:{repository}:pull"),
         }
-        resp = self.fetcher.request("GET", realm, params=params, what=f"token for {host}/{repository}")
+        resp = self.fetcher.request(
+            "GET", realm, params=params, headers=self.agent, what=f"token for {host}/{repository}"
+        )
         try:
             body = resp.json()
         except ValueError:
@@ -84,11 +90,20 @@ class RegistryClient:
         with self._lock:
             self._tokens[(host, repository)] = token
 
-    def _get(self, host: str, repository: str, url: str, headers: Mapping[str, str], what: str, **kw: Any) -> Any:
+    def _get(
+        self,
+        host: str,
+        repository: str,
+        url: str,
+        headers: Mapping[str, str],
+        what: str,
+        ok: frozenset[int] = frozenset({200}),
+        **kw: Any,
+    ) -> Any:
         """GET with the bearer challenge answered once when the registry asks for it."""
         for _ in range(2):
             merged = {**headers, **self._auth_headers(host, repository)}
-            resp = self.fetcher.request("GET", url, headers=merged, what=what, ok=frozenset({200, 401}), **kw)
+            resp = self.fetcher.request("GET", url, headers=merged, what=what, ok=ok | {401}, **kw)
             if resp.status_code != 401:
                 return resp
             challenge = resp.headers.get("WWW-Authenticate", "")
@@ -104,11 +119,17 @@ class RegistryClient:
         url = f"{base}/v2/{repository}/manifests/{reference}"
         what = f"{host}/{repository}:{reference}"
         try:
-            resp = self._get(host, repository, url, {"Accept": accept}, what)
+            resp = self._get(host, repository, url, {"Accept": accept}, what, ok=frozenset({200, 412}))
         except NotFoundError:
             raise NotFoundError(f"{what}: not found in registry {base}") from None
         with resp:
             data = resp.content
+        if resp.status_code == 412:
+            agent = self.agent.get("User-Agent") or str(self.fetcher.session.headers.get("User-Agent", ""))
+            raise UnsupportedModelError(
+                f"{what}: registry {base} refuses the client {agent} (HTTP 412: {_registry_message(data)}); "
+                "pin a newer ollama.version in the spec"
+            )
         self.fetcher.stats.bytes_downloaded += len(data)
         digest = "sha256:" + sha256_bytes(data)
         if reference.startswith("sha256:") and reference != digest:
@@ -150,7 +171,7 @@ class RegistryClient:
                 continue
             location = urljoin(url, resp.headers.get("Location", ""))
             if urlsplit(location).hostname != origin:
-                return location, {}, None
+                return location, dict(self.agent), None
             url = location
         raise FetchError(f"{host}/{repository} blob {digest}: too many redirects")
 
@@ -180,6 +201,25 @@ class RegistryClient:
             opened=lambda at: response if at == offset else _closed(response),
         )
         return cache.commit(digest, partial)
+
+
+def _registry_message(data: bytes) -> str:
+    """The error message of a registry answer: Distribution's ``{"errors": [{"message": ...}]}``, ``{"error": ...}``
+    or the first line of the text, cut to 160 characters."""
+    text = data.decode("utf-8", errors="replace")
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    message = ""
+    if isinstance(body, dict):
+        errors = body.get("errors")
+        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+            message = str(errors[0].get("message") or errors[0].get("code") or "")
+        message = message or str(body.get("error") or "")
+    if not message:
+        message = text.strip().splitlines()[0] if text.strip() else "precondition failed"
+    return " ".join(message.split())[:160]
 
 
 def _closed(response: requests.Response | None) -> None:
