@@ -33,20 +33,29 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from testbed.gguf_models import TinyShape, write_tiny_gguf
+from testbed.zoo import (  # noqa: F401  (media types and templates re-exported for tests and benchmarks)
+    CHATML_TEMPLATE,
+    CONFIG_V1,
+    KINDS,
+    MANIFEST_V2,
+    MEDIA_ADAPTER,
+    MEDIA_DRAFT,
+    MEDIA_JSON,
+    MEDIA_LICENSE,
+    MEDIA_MESSAGES,
+    MEDIA_MODEL,
+    MEDIA_PARAMS,
+    MEDIA_PROJECTOR,
+    MEDIA_PROMPT,
+    MEDIA_SYSTEM,
+    MEDIA_TEMPLATE,
+    MEDIA_TENSOR,
+    ZEPHYR_TEMPLATE,
+    json_bytes,
+    zoo_models,
+)
 
 REGISTRY_BINARY = "docker-registry"
-
-# Media types exactly as registry.ollama.ai serves them.
-MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
-CONFIG_V1 = "application/vnd.docker.container.image.v1+json"
-MEDIA_MODEL = "application/vnd.ollama.image.model"
-MEDIA_TEMPLATE = "application/vnd.ollama.image.template"
-MEDIA_SYSTEM = "application/vnd.ollama.image.system"
-MEDIA_PARAMS = "application/vnd.ollama.image.params"
-MEDIA_LICENSE = "application/vnd.ollama.image.license"
-MEDIA_MESSAGES = "application/vnd.ollama.image.messages"
-
 
 # --- process helpers (shared with nginx.py) ---
 
@@ -321,9 +330,13 @@ class Blob:
     size: int
     path: Path
     content: bytes | None = None
+    name: str = ""  # the layer's "name" (tensor and json layers), as manifest/layer.go writes it
 
     def descriptor(self) -> dict[str, object]:
-        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        descriptor: dict[str, object] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        if self.name:
+            descriptor["name"] = self.name
+        return descriptor
 
 
 @dataclass(frozen=True)
@@ -334,7 +347,18 @@ class ModelEntry:
     digest: str  # sha256 of the manifest bytes (Docker-Content-Digest)
     config: Blob
     layers: tuple[Blob, ...]
-    gguf_path: Path
+    gguf_path: Path | None  # the (first) model GGUF; None for tensor and cloud models
+    kind: str = "chat"  # one of testbed.zoo.KINDS
+    capabilities: tuple[str, ...] = ("completion",)  # what ollama's Model.Capabilities() computes
+    embedding_length: int = 0  # GGUF <arch>.embedding_length of the main model; 0 without a GGUF
+    requires: str = ""  # config "requires", "" when none
+    restore_only: bool = False  # no Modelfile can carry the model
+    restore_only_reason: str = ""
+
+    @property
+    def config_json(self) -> dict[str, object]:
+        value: dict[str, object] = json.loads(self.config.content or b"{}")
+        return value
 
     @property
     def reference(self) -> str:
@@ -351,6 +375,10 @@ class ModelEntry:
             if blob.media_type == media_type:
                 return blob
         raise KeyError(f"{self.reference} has no {media_type} layer")
+
+    def layers_of(self, media_type: str) -> tuple[Blob, ...]:
+        """Every layer of ``media_type``, in manifest order (a split model has several model layers)."""
+        return tuple(blob for blob in self.layers if blob.media_type == media_type)
 
     def blobs(self) -> tuple[Blob, ...]:
         return (self.config, *self.layers)
@@ -384,42 +412,18 @@ class Catalog:
     def tags(self, repository: str) -> list[str]:
         return sorted(entry.tag for entry in self.models.values() if entry.repository == repository)
 
+    def by_kind(self, kind: str) -> list[ModelEntry]:
+        """Entries of one zoo kind ("chat", "embedding", …; testbed.zoo.KINDS), in seeding order."""
+        if kind not in KINDS:
+            raise KeyError(f"unknown model kind {kind!r}; kinds: {', '.join(KINDS)}")
+        return [entry for entry in self.models.values() if entry.kind == kind]
 
-# --- what gets seeded ---
-
-ZEPHYR_TEMPLATE = """{{- if .System }}<|system|>
-{{ .System }}</s>
-{{ end }}{{- range .Messages }}{{- if eq .Role "user" }}<|user|>
-{{ .Content }}</s>
-{{ else if eq .Role "assistant" }}<|assistant|>
-{{ .Content }}</s>
-{{ end }}{{- end }}<|assistant|>
-"""
-
-CHATML_TEMPLATE = """{{- if .System }}<|im_start|>system
-{{ .System }}<|im_end|>
-{{ end }}{{- range .Messages }}<|im_start|>{{ .Role }}
-{{ .Content }}<|im_end|>
-{{ end }}<|im_start|>assistant
-"""
-
-TEST_LICENSE = """Test bed model license (ollama-airgap)
-
-These tiny models carry random weights and exist only to exercise the ollama-airgap
-bundler and deployment roles. Permission is hereby granted, free of charge, to use,
-copy, modify and distribute them for any purpose, without warranty of any kind.
-"""
-
-ASSISTANT_SYSTEM = "You are Tiny Assistant, a terse helper for air-gapped sites. Answer in one sentence."
-
-ASSISTANT_MESSAGES = [
-    {"role": "user", "content": "What is an air gap?"},
-    {"role": "assistant", "content": "A network with no connection to the outside world."},
-]
+    def kinds(self) -> dict[str, list[str]]:
+        """kind → short names of its entries ("llava:7b", …)."""
+        return {kind: [entry.short_name for entry in self.by_kind(kind)] for kind in KINDS}
 
 
-def _json_bytes(value: object) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
+# --- what gets seeded (the definitions live in testbed.zoo) ---
 
 
 class _BlobStore:
@@ -430,7 +434,7 @@ class _BlobStore:
         root.mkdir(parents=True, exist_ok=True)
         self.paths: dict[str, Path] = {}
 
-    def add_bytes(self, media_type: str, data: bytes) -> Blob:
+    def add_bytes(self, media_type: str, data: bytes, name: str = "") -> Blob:
         digest = sha256_digest(data)
         path = self.root / digest.replace(":", "-")
         if not path.exists():
@@ -438,125 +442,33 @@ class _BlobStore:
             partial.write_bytes(data)
             partial.replace(path)
         self.paths[digest] = path
-        return Blob(media_type, digest, len(data), path, data)
+        return Blob(media_type, digest, len(data), path, data, name)
 
-    def add_file(self, media_type: str, path: Path) -> Blob:
+    def add_file(self, media_type: str, path: Path, name: str = "") -> Blob:
         digest = sha256_file(path)
         self.paths[digest] = path
-        return Blob(media_type, digest, path.stat().st_size, path)
-
-
-@dataclass(frozen=True)
-class _ModelSpec:
-    repository: str
-    tags: tuple[str, ...]
-    gguf: str  # key into the GGUF table
-    model_type: str
-    layers: tuple[tuple[str, bytes], ...]  # (media type, content), after the model layer
+        return Blob(media_type, digest, path.stat().st_size, path, None, name)
 
 
 def seed_models(registry_url: str, work_dir: Path, *, pusher: RegistryPusher | None = None) -> Catalog:
-    """Build the tiny models and push them to the registry; return the catalog of what was pushed."""
-    gguf_dir = work_dir / "gguf"
+    """Build the zoo (testbed.zoo) and push it to the registry; return the catalog of what was pushed."""
     store = _BlobStore(work_dir / "blobs")
     pusher = pusher or RegistryPusher(registry_url)
-
-    # name → (path, file_type label); the GGUF bytes are deterministic, so so are all digests.
-    ggufs = {
-        "tinyllama-q8_0": (
-            write_tiny_gguf(gguf_dir / "tinyllama-1.1b-q8_0.gguf", name="TinyLlama 1.1B Chat", seed=11),
-            "Q8_0",
-        ),
-        "tinyllama-q4_0": (
-            write_tiny_gguf(gguf_dir / "tinyllama-1.1b-q4_0.gguf", name="TinyLlama 1.1B Chat", seed=11, quant="Q4_0"),
-            "Q4_0",
-        ),
-        "tinyqwen-f16": (
-            write_tiny_gguf(
-                gguf_dir / "tinyqwen-0.5b-f16.gguf",
-                name="TinyQwen 0.5B Instruct",
-                seed=22,
-                quant="F16",
-                chat_style="chatml",
-                shape=TinyShape(context_length=4096),
-            ),
-            "F16",
-        ),
-    }
-
-    license_text = TEST_LICENSE.encode()
-    zephyr_params = _json_bytes(
-        {"stop": ["<|system|>", "<|user|>", "<|assistant|>", "</s>"], "temperature": 0.7, "num_ctx": 2048}
-    )
-    chatml_params = _json_bytes({"stop": ["<|im_start|>", "<|im_end|>"], "temperature": 0.7, "num_ctx": 4096})
-    assistant_params = _json_bytes({"stop": ["<|im_end|>"], "temperature": 0.2, "num_ctx": 2048})
-    specs = [
-        _ModelSpec(
-            "library/tinyllama",
-            ("latest", "1.1b"),
-            "tinyllama-q8_0",
-            "1.1B",
-            (
-                (MEDIA_TEMPLATE, ZEPHYR_TEMPLATE.encode()),
-                (MEDIA_LICENSE, license_text),
-                (MEDIA_PARAMS, zephyr_params),
-            ),
-        ),
-        _ModelSpec(
-            "library/tinyllama",
-            ("1.1b-q4_0",),
-            "tinyllama-q4_0",
-            "1.1B",
-            (
-                (MEDIA_TEMPLATE, ZEPHYR_TEMPLATE.encode()),
-                (MEDIA_LICENSE, license_text),
-                (MEDIA_PARAMS, zephyr_params),
-            ),
-        ),
-        _ModelSpec(
-            "library/tinyqwen",
-            ("latest", "0.5b"),
-            "tinyqwen-f16",
-            "494.03M",
-            (
-                (MEDIA_TEMPLATE, CHATML_TEMPLATE.encode()),
-                (MEDIA_LICENSE, license_text),
-                (MEDIA_PARAMS, chatml_params),
-            ),
-        ),
-        _ModelSpec(
-            "acme/tiny-assistant",
-            ("v1",),
-            "tinyqwen-f16",
-            "494.03M",
-            (
-                (MEDIA_TEMPLATE, CHATML_TEMPLATE.encode()),
-                (MEDIA_SYSTEM, ASSISTANT_SYSTEM.encode()),
-                (MEDIA_LICENSE, license_text),
-                (MEDIA_PARAMS, assistant_params),
-                (MEDIA_MESSAGES, _json_bytes(ASSISTANT_MESSAGES)),
-            ),
-        ),
-    ]
+    ggufs, models = zoo_models(work_dir / "gguf")
 
     catalog = Catalog()
-    for spec in specs:
-        gguf_path, file_type = ggufs[spec.gguf]
-        layers = [store.add_file(MEDIA_MODEL, gguf_path)]
-        layers += [store.add_bytes(media_type, content) for media_type, content in spec.layers]
-        # ollama's ConfigV2: what `ollama show` reports as family, parameter size and quantisation.
-        config_json = {
-            "model_format": "gguf",
-            "model_family": "llama",
-            "model_families": ["llama"],
-            "model_type": spec.model_type,
-            "file_type": file_type,
-            "architecture": "amd64",
-            "os": "linux",
-            "rootfs": {"type": "layers", "diff_ids": [layer.digest for layer in layers]},
-        }
-        config = store.add_bytes(CONFIG_V1, _json_bytes(config_json))
-        manifest = _json_bytes(
+    for spec in models:
+        layers = []
+        for layer in spec.layers:
+            if layer.gguf is not None:
+                layers.append(store.add_file(layer.media_type, ggufs[layer.gguf].path, layer.name))
+            else:
+                layers.append(store.add_bytes(layer.media_type, layer.content or b"", layer.name))
+        config_json = dict(spec.config)
+        if spec.rootfs:
+            config_json["rootfs"] = {"type": "layers", "diff_ids": [layer.digest for layer in layers]}
+        config = store.add_bytes(CONFIG_V1, json_bytes(config_json))
+        manifest = json_bytes(
             {
                 "schemaVersion": 2,
                 "mediaType": MANIFEST_V2,
@@ -566,11 +478,27 @@ def seed_models(registry_url: str, work_dir: Path, *, pusher: RegistryPusher | N
         )
         for blob in (config, *layers):
             pusher.push_blob(spec.repository, blob.digest, blob.path)
+        models_ggufs = [layer.gguf for layer in spec.layers if layer.media_type == MEDIA_MODEL and layer.gguf]
+        gguf_path = ggufs[models_ggufs[0]].path if models_ggufs else None
         for tag in spec.tags:
             served_digest = pusher.put_manifest(spec.repository, tag, manifest)
             if served_digest != sha256_digest(manifest):
                 raise RuntimeError(f"registry stored {spec.repository}:{tag} as {served_digest}, not our bytes")
-            entry = ModelEntry(spec.repository, tag, manifest, served_digest, config, tuple(layers), gguf_path)
+            entry = ModelEntry(
+                spec.repository,
+                tag,
+                manifest,
+                served_digest,
+                config,
+                tuple(layers),
+                gguf_path,
+                kind=spec.kind,
+                capabilities=spec.capabilities,
+                embedding_length=spec.embedding_length,
+                requires=spec.requires,
+                restore_only=spec.restore_only,
+                restore_only_reason=spec.restore_only_reason,
+            )
             catalog.models[entry.reference] = entry
     catalog.blob_paths.update(store.paths)
     return catalog
