@@ -164,6 +164,11 @@ class Expected:
             result.append({**model, "method": method, "capabilities": capabilities, "capabilities_recorded": recorded})
         return result
 
+    def smoke_models(self) -> list[dict[str, Any]]:
+        """The models the smoke test tries (smoke_test_models, which defaults to ollama_models_include)."""
+        chosen = self["smoke_test_models"] if "smoke_test_models" in self.explicit else self["ollama_models_include"]
+        return [m for m in self.models() if not chosen or m["short"] in chosen or m["name"] in chosen]
+
 
 @pytest.fixture(scope="module")
 def expected(host: Any, request: pytest.FixtureRequest) -> Expected:

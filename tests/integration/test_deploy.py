@@ -90,6 +90,7 @@ def test_site_deploys_every_host(deployed: Deployment) -> None:
             "PrivateDevices=no",
             "OLLAMA_HOST=127.0.0.1:11434",
             "OLLAMA_MODELS=/usr/share/ollama/.ollama/models",
+            "OLLAMA_NO_CLOUD=1",  # air-gapped default: cloud models and web search off
         ):
             assert setting in unit, unit
         assert "OLLAMA_ORIGINS" not in unit
