@@ -9,6 +9,7 @@ import os
 import subprocess
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -19,12 +20,20 @@ from testbed.mirrors import Mirrors, start_mirrors
 from testbed.registry import (
     CONFIG_V1,
     MANIFEST_V2,
+    MEDIA_ADAPTER,
+    MEDIA_DRAFT,
+    MEDIA_JSON,
     MEDIA_LICENSE,
     MEDIA_MESSAGES,
     MEDIA_MODEL,
     MEDIA_PARAMS,
+    MEDIA_PROJECTOR,
+    MEDIA_PROMPT,
     MEDIA_SYSTEM,
     MEDIA_TEMPLATE,
+    MEDIA_TENSOR,
+    Blob,
+    ModelEntry,
     sha256_digest,
 )
 from testbed.releases import parse_checksums
@@ -203,6 +212,162 @@ def test_ggufs_are_deterministic(tmp_path: Path, mirrors: Mirrors) -> None:
     entry = mirrors.catalog["tinyllama"]
     rewritten = write_tiny_gguf(tmp_path / "tinyllama.gguf", name="TinyLlama 1.1B Chat", seed=11)
     assert sha256_digest(rewritten.read_bytes()) == entry.layer(MEDIA_MODEL).digest
+
+
+# --- the model zoo: every kind, as the registry serves it ---
+
+ZOO_KINDS = {
+    "chat": [
+        "tinyllama:latest",
+        "tinyllama:1.1b",
+        "tinyllama:1.1b-q4_0",
+        "tinyqwen:latest",
+        "tinyqwen:0.5b",
+        "acme/tiny-assistant:v1",
+    ],
+    "vision-projector": ["llava:7b", "llava:latest", "moondream:latest", "moondream:1.8b"],
+    "vision-inline": ["gemma3:4b", "qwen2.5vl:3b"],
+    "split": ["acme/split-llama:v1"],
+    "embedding": ["nomic-embed-text:latest", "nomic-embed-text:v1.5"],
+    "tools-thinking": ["qwen3:0.6b", "qwen2.5:0.5b"],
+    "adapter": ["acme/tiny-lora:v1"],
+    "draft": ["acme/speculative-qwen:v1"],
+    "tensor": ["acme/tiny-safetensors:v1"],
+    "requires-ok": ["acme/requires-030:v1"],
+    "requires-too-new": ["acme/requires-099:v1"],
+    "legacy-prompt": ["acme/legacy-prompt:v1"],
+    "cloud": ["gpt-oss:120b-cloud"],
+}
+
+
+def test_zoo_has_every_kind(mirrors: Mirrors) -> None:
+    catalog = mirrors.catalog
+    assert catalog.kinds() == ZOO_KINDS
+    assert [entry.capabilities for entry in catalog.by_kind("tools-thinking")] == [
+        ("completion", "tools", "thinking"),
+        ("completion", "tools"),
+    ]
+    assert {entry.capabilities for entry in catalog.by_kind("vision-projector") + catalog.by_kind("vision-inline")} == {
+        ("completion", "vision")
+    }
+    assert catalog["nomic-embed-text"].capabilities == ("embedding",)
+    assert catalog["nomic-embed-text"].embedding_length == 64
+    assert [entry.short_name for entry in catalog if entry.restore_only] == ["acme/tiny-safetensors:v1"]
+    with pytest.raises(KeyError):
+        catalog.by_kind("no-such-kind")
+
+
+def _served_manifest(mirrors: Mirrors, entry: ModelEntry) -> dict[str, Any]:
+    url = f"{mirrors.registry_url}/v2/{entry.repository}/manifests/{entry.tag}"
+    response = _get(url, headers=ACCEPT_MANIFEST)
+    assert response.content == entry.manifest
+    manifest: dict[str, Any] = json.loads(response.content)
+    return manifest
+
+
+def _served_config(mirrors: Mirrors, entry: ModelEntry) -> dict[str, Any]:
+    response = _get(f"{mirrors.registry_url}/v2/{entry.repository}/blobs/{entry.config.digest}")
+    config: dict[str, Any] = json.loads(response.content)
+    assert config == entry.config_json
+    return config
+
+
+def _media_types(manifest: dict[str, Any]) -> list[str]:
+    return [layer["mediaType"] for layer in manifest["layers"]]
+
+
+def test_zoo_manifests_and_configs_as_served(mirrors: Mirrors) -> None:
+    catalog = mirrors.catalog
+    for entry in catalog.by_kind("vision-projector"):
+        manifest = _served_manifest(mirrors, entry)
+        assert _media_types(manifest)[:2] == [MEDIA_MODEL, MEDIA_PROJECTOR]
+        assert _served_config(mirrors, entry)["model_families"][-1] == "clip"
+    for entry in catalog.by_kind("vision-inline"):
+        assert _media_types(_served_manifest(mirrors, entry)).count(MEDIA_PROJECTOR) == 0
+
+    split = catalog["acme/split-llama:v1"]
+    assert _media_types(_served_manifest(mirrors, split))[:4] == [MEDIA_MODEL] * 3 + [MEDIA_TEMPLATE]
+    assert "rootfs" not in _served_config(mirrors, split)  # written by ollama >= 0.32.7
+
+    embed = catalog["nomic-embed-text:v1.5"]
+    assert _media_types(_served_manifest(mirrors, embed)) == [MEDIA_MODEL, MEDIA_LICENSE, MEDIA_PARAMS]
+    assert _served_config(mirrors, embed)["model_family"] == "nomic-bert"
+
+    lora = catalog["acme/tiny-lora:v1"]
+    assert _media_types(_served_manifest(mirrors, lora))[:2] == [MEDIA_MODEL, MEDIA_ADAPTER]
+    assert lora.layer(MEDIA_MODEL) == catalog["tinyllama"].layer(MEDIA_MODEL)  # the adapter's base, shared
+
+    draft = catalog["acme/speculative-qwen:v1"]
+    assert _media_types(_served_manifest(mirrors, draft))[:2] == [MEDIA_MODEL, MEDIA_DRAFT]
+    assert _served_config(mirrors, draft)["draft"] == {"model_format": "gguf", "architecture": "llama"}
+
+    tensor = catalog["acme/tiny-safetensors:v1"]
+    manifest = _served_manifest(mirrors, tensor)
+    assert set(_media_types(manifest)) == {MEDIA_TENSOR, MEDIA_JSON}
+    assert all(layer["name"] for layer in manifest["layers"])
+    assert next(layer["name"] for layer in manifest["layers"] if layer["mediaType"] == MEDIA_JSON) == "config.json"
+    assert _served_config(mirrors, tensor) == {
+        "model_format": "safetensors",
+        "model_family": "",
+        "model_families": None,
+        "model_type": "",
+        "file_type": "",
+        "requires": "0.19.0",
+        "capabilities": ["completion"],
+        "architecture": "",
+        "os": "",
+    }
+    assert tensor.gguf_path is None
+
+    assert _served_config(mirrors, catalog["acme/requires-030:v1"])["requires"] == "0.30.0"
+    assert _served_config(mirrors, catalog["acme/requires-099:v1"])["requires"] == "0.99.0"
+    assert catalog["acme/requires-099:v1"].requires == "0.99.0" and catalog["tinyllama"].requires == ""
+
+    legacy = catalog["acme/legacy-prompt:v1"]
+    assert _media_types(_served_manifest(mirrors, legacy)) == [MEDIA_MODEL, MEDIA_PROMPT, MEDIA_LICENSE]
+    assert "{{ .Prompt }}" in (legacy.layer(MEDIA_PROMPT).content or b"").decode()
+
+    cloud = catalog["gpt-oss:120b-cloud"]
+    assert _served_manifest(mirrors, cloud)["layers"] == []
+    config = _served_config(mirrors, cloud)
+    assert (config["remote_host"], config["remote_model"]) == ("https://ollama.com:443", "gpt-oss:120b")
+    assert tuple(config["capabilities"]) == cloud.capabilities and config["model_format"] == ""
+    assert cloud.config.size < 400 and cloud.gguf_path is None
+
+
+def test_zoo_ggufs_served_read_back(mirrors: Mirrors, tmp_path: Path) -> None:
+    """Every GGUF layer fetched from the registry reads back with the keys that decide its role."""
+    seen: dict[str, Blob] = {}
+    for entry in mirrors.catalog:
+        for blob in entry.layers:
+            if blob.media_type in (MEDIA_MODEL, MEDIA_PROJECTOR, MEDIA_ADAPTER, MEDIA_DRAFT):
+                seen.setdefault(blob.digest, blob)
+                if blob.media_type == MEDIA_MODEL and blob == entry.layer(MEDIA_MODEL):
+                    reader = _fetch_gguf(mirrors, entry.repository, blob, tmp_path)
+                    arch = _string_field(reader, "general.architecture")
+                    assert int(reader.fields[f"{arch}.embedding_length"].parts[-1][0]) == entry.embedding_length
+                    assert (f"{arch}.pooling_type" in reader.fields) == ("embedding" in entry.capabilities)
+                    assert (f"{arch}.vision.block_count" in reader.fields) == (entry.kind == "vision-inline")
+    assert len(seen) == 17
+    for blob in seen.values():
+        repository = next(e.repository for e in mirrors.catalog if blob in e.layers)
+        reader = _fetch_gguf(mirrors, repository, blob, tmp_path)
+        if blob.media_type == MEDIA_PROJECTOR:
+            assert _string_field(reader, "general.architecture") == "clip"
+            assert bool(reader.fields["clip.has_vision_encoder"].parts[-1][0])
+        elif blob.media_type == MEDIA_ADAPTER:
+            assert _string_field(reader, "general.type") == "adapter"
+            assert _string_field(reader, "adapter.type") == "lora"
+        else:
+            assert "tokenizer.ggml.tokens" in reader.fields or "split.no" in reader.fields
+
+
+def _fetch_gguf(mirrors: Mirrors, repository: str, blob: Blob, tmp_path: Path) -> GGUFReader:
+    data = _get(f"{mirrors.registry_url}/v2/{repository}/blobs/{blob.digest}").content
+    assert sha256_digest(data) == blob.digest
+    path = tmp_path / blob.digest.replace(":", "-")
+    path.write_bytes(data)
+    return GGUFReader(path)
 
 
 # --- releases ---
