@@ -154,12 +154,14 @@ def standin_binary(version: str) -> bytes:
     return zipapp_bytes(version)
 
 
-def pack_tar(files: _Files, links: dict[str, str] | None = None, prefix: str = "") -> bytes:
-    """An uncompressed tar: a directory member for every parent (below ``prefix``), then files and symlinks,
-    sorted, with fixed metadata. ``prefix`` ("./") imitates ``tar c ./lib/...``."""
+def pack_tar(files: _Files, links: dict[str, str] | None = None, prefix: str = "", below: str = "") -> bytes:
+    """An uncompressed tar: a directory member for every parent (those under ``below`` only, as ``tar c
+    lib/ollama/rocm_v*`` packs no lib/), then files and symlinks, sorted, with fixed metadata. ``prefix`` ("./")
+    imitates ``tar c ./lib/...``."""
     links = links or {}
     names = list(files) + list(links)
-    directories = sorted({str(parent) for name in names for parent in Path(name).parents if str(parent) != "."})
+    parents = {str(parent) for name in names for parent in Path(name).parents if str(parent) != "."}
+    directories = sorted(d for d in parents if d.startswith(below))
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as archive:
         for directory in directories:
@@ -253,7 +255,8 @@ def current_tars(version: str, arch: str) -> dict[str, bytes]:
             for name, soname, _full in _RUNTIMES["cuda_v13"]:
                 links[f"lib/ollama/mlx_cuda_v13/{name}.so.{soname}"] = f"../cuda_v13/{name}.so.{soname}"
         # build_linux.sh packs the jetpack variants with `tar c ./lib/ollama/cuda_jetpackN`.
-        tars[flavour] = pack_tar(files, links, prefix="./" if flavour.startswith("jetpack") else "")
+        prefix = "./" if flavour.startswith("jetpack") else ""
+        tars[flavour] = pack_tar(files, links, prefix=prefix, below="lib/ollama/")
     return tars
 
 
