@@ -33,6 +33,7 @@ class Fault:
     rate: int = 0  # throttle: bytes per second
     method: str = "GET"
     hits: int = 0
+    body: bytes | None = None  # status: the body to answer (default "fault injected: <status>")
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Hit:
     at: float
     fault: str | None
     range_header: str | None
+    user_agent: str | None = None
 
 
 @dataclass
@@ -99,11 +101,16 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
         def _forward(self) -> None:
             fault = proxy.take(self.command, self.path)
             hit = Hit(
-                self.command, self.path, time.monotonic(), fault.kind if fault else None, self.headers.get("Range")
+                self.command,
+                self.path,
+                time.monotonic(),
+                fault.kind if fault else None,
+                self.headers.get("Range"),
+                self.headers.get("User-Agent"),
             )
             proxy.record(hit)
             if fault and fault.kind == "status":
-                body = f"fault injected: {fault.status}\n".encode()
+                body = fault.body if fault.body is not None else f"fault injected: {fault.status}\n".encode()
                 self.send_response(fault.status)
                 if fault.retry_after is not None:
                     self.send_header("Retry-After", fault.retry_after)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -129,6 +130,8 @@ class Builder:
         arch = "arm64" if spec.ollama.architectures[0].startswith("arm64") else "amd64"
         self.model_registry = RegistryClient(spec.mirror_for, self.fetcher, user_agent(spec.ollama.version, arch))
         self.prefetched: set[str] = set()  # config blobs fetched while resolving
+        self._config_locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
         self.releases = ReleaseFetcher(spec.mirror_for("github.com"), self.fetcher)
         if lock and lock.bundle != spec.name:
             raise SpecError(f"lock is for bundle {lock.bundle!r}, the spec is {spec.name!r}")
@@ -179,11 +182,14 @@ class Builder:
         config_layer = parsed.config
         if config_layer.size > MAX_CONFIG:
             raise VerifyError(f"{what}: config blob {config_layer.digest} is {config_layer.size} bytes, too large")
-        if not self.cache.has(config_layer.digest) or not self.cache.check(config_layer.digest, config_layer.size):
-            self.model_registry.fetch_blob(
-                name.host, name.repository, config_layer.digest, config_layer.size, self.cache
-            )
-            self.prefetched.add(config_layer.digest)
+        with self._locks_lock:
+            config_lock = self._config_locks.setdefault(config_layer.digest, threading.Lock())
+        with config_lock:  # models resolved at once may share a config blob
+            if not self.cache.has(config_layer.digest) or not self.cache.check(config_layer.digest, config_layer.size):
+                self.model_registry.fetch_blob(
+                    name.host, name.repository, config_layer.digest, config_layer.size, self.cache
+                )
+                self.prefetched.add(config_layer.digest)
         model = ResolvedModel(name, "registry", manifest, parsed, config=self._load_config(config_layer, what))
         self._check_model(model, what)
         return model
@@ -350,7 +356,7 @@ class Builder:
             elif owner.source == "registry":
                 advance = self.reporter.task(f"{owner.name.short} {digest[7:19]}", size)
                 name = owner.name
-                self.registry.fetch_blob(name.host, name.repository, digest, size, self.cache, advance)
+                self.model_registry.fetch_blob(name.host, name.repository, digest, size, self.cache, advance)
             else:
                 raise VerifyError(f"{owner.name.short}: cached blob {digest} is corrupt; run the build again")
             return False

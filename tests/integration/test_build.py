@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -19,8 +20,12 @@ from ollama_airgap.cache import BlobCache
 from ollama_airgap.cli.main import main
 from ollama_airgap.hashing import sha256_file
 from ollama_airgap.names import parse_model_name
+from testbed.config import OLLAMA_VERSION_CURRENT, OLLAMA_VERSION_ZST
+from testbed.faultproxy import Fault, fault_proxy
 from testbed.mirrors import Mirrors
-from testbed.standin_server import Standin
+from testbed.registry import ModelEntry, RegistryPusher
+from testbed.standin_server import Standin, start_standin, write_standin
+from testbed.zoo import KINDS
 
 pytestmark = pytest.mark.mirrors
 
@@ -348,3 +353,205 @@ def test_create_from_bundle_modelfile_equals_pull(
         assert pulled["template"] and pulled["parameters"] and pulled["license"]
         if name.namespace == "acme":
             assert pulled["system"] and pulled["messages"]
+
+
+# --- every kind of model in the registry zoo (issue 11) ----------------------------------------------------------
+
+MODEL_MEDIA = "application/vnd.ollama.image.model"
+REFUSED_KINDS = ("cloud", "requires-too-new")
+
+
+def bundled_kinds(mirrors: Mirrors) -> list[ModelEntry]:
+    return [entry for entry in mirrors.catalog if entry.kind not in REFUSED_KINDS]
+
+
+def cache_digests(cache: Path) -> set[str]:
+    blobs = cache / "blobs/sha256"
+    return {f"sha256:{p.name}" for p in blobs.iterdir()} if blobs.is_dir() else set()
+
+
+@pytest.fixture(scope="module")
+def kinds_build(mirrors: Mirrors, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One build of every zoo model ollama can run from a bundle, pinned to today's ollama, unpacked."""
+    tmp = tmp_path_factory.mktemp("kinds")
+    spec = tmp / "kinds.yaml"
+    names = [entry.short_name for entry in bundled_kinds(mirrors)]
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "kinds",
+                "ollama": {"version": OLLAMA_VERSION_CURRENT, "architectures": ["amd64"]},
+                "models": names,
+            }
+        )
+    )
+    out = tmp / "kinds.tar"
+    argv = ["build", str(spec), "--cache", str(tmp / "cache"), "-o", str(out), "--json", *mirror_args(mirrors)]
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("bundle")), *argv], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    tree = tmp / "tree"
+    tree.mkdir()
+    subprocess.run(["tar", "-xf", str(out), "-C", str(tree)], check=True)
+    meta = yaml.safe_load((tree / "bundle.yaml").read_text())
+    return {"out": out, "tree": tree, "models": {m["short"]: m for m in meta["models"]}, "names": names}
+
+
+def test_every_kind_is_recorded_as_ollama_sees_it(kinds_build: dict, mirrors: Mirrors) -> None:
+    kinds = {entry.kind for entry in bundled_kinds(mirrors)}
+    assert kinds == set(KINDS) - set(REFUSED_KINDS), "the zoo lost a kind"
+    for entry in bundled_kinds(mirrors):
+        meta = kinds_build["models"][entry.short_name]
+        assert meta["capabilities"] == list(entry.capabilities), entry.short_name
+        assert meta["embedding_length"] == entry.embedding_length, entry.short_name
+        assert meta["requires"] == entry.requires
+        # Several model layers (split GGUF) cannot be created from blob paths by released ollama: its create joins
+        # split parts only by their llama.cpp file names (server/create.go splitGGUFGroupKey).
+        restore_only = entry.restore_only or len(entry.layers_of(MODEL_MEDIA)) > 1
+        assert meta["restore_only"] is restore_only, entry.short_name
+        modelfile = kinds_build["tree"] / f"modelfiles/registry.ollama.ai/{entry.repository}/{entry.tag}.Modelfile"
+        if restore_only:
+            assert meta["modelfile"] is None and not modelfile.exists()
+            assert meta["restore_only_reason"] and "\n" not in meta["restore_only_reason"]
+        else:
+            assert meta["modelfile"] == str(modelfile.relative_to(kinds_build["tree"])) and modelfile.is_file()
+            assert meta["restore_only_reason"] == ""
+
+
+def test_modelfile_of_each_kind_names_every_weight_layer(kinds_build: dict, mirrors: Mirrors) -> None:
+    from ollama_airgap.ollama_model import parse_modelfile
+
+    tree: Path = kinds_build["tree"]
+    for entry in bundled_kinds(mirrors):
+        if kinds_build["models"][entry.short_name]["restore_only"]:
+            continue
+        path = tree / f"modelfiles/registry.ollama.ai/{entry.repository}/{entry.tag}.Modelfile"
+        modelfile = parse_modelfile(path.read_text(), str(path))
+
+        def blobs(media: str) -> list[Path]:
+            return [tree / f"models/blobs/sha256-{b.digest[7:]}" for b in entry.layers_of(media)]  # noqa: B023
+
+        def named(value: str) -> Path:
+            return (path.parent / value).resolve()  # noqa: B023
+
+        prefix = "application/vnd.ollama.image."
+        assert [named(modelfile.from_)] == blobs(MODEL_MEDIA)
+        assert [named(p) for p in modelfile.projectors] == blobs(prefix + "projector")
+        assert [named(a) for a in modelfile.adapters] == blobs(prefix + "adapter")
+        assert ([named(modelfile.draft)] if modelfile.draft else []) == blobs(prefix + "draft")
+        template = entry.layers_of(prefix + "template") or entry.layers_of(prefix + "prompt")
+        assert modelfile.template == (template[-1].content.decode() if template else None), entry.short_name
+
+
+def test_each_kind_created_from_its_modelfile_shows_as_pulled(
+    kinds_build: dict, mirrors: Mirrors, tmp_path: Path
+) -> None:
+    """`ollama create -f` (today's ollama, stand-in) from each bundle Modelfile gives the pulled model's template,
+    parameters, system, license and capabilities."""
+    models = tmp_path / "models"
+    shutil.copytree(kinds_build["tree"] / "models", models)
+    script = write_standin(tmp_path / "ollama", OLLAMA_VERSION_CURRENT)
+    server = start_standin(script, models, tmp_path, tmp_path / "serve.log")
+    try:
+        for short, meta in kinds_build["models"].items():
+            if meta["restore_only"]:
+                continue
+            created = f"created-{short.replace('/', '-').replace(':', '-')}:v1"
+            result = server.cli("create", created, "-f", str(kinds_build["tree"] / meta["modelfile"]))
+            assert result.returncode == 0, (short, result.stderr)
+            pulled = requests.post(f"{server.url}/api/show", json={"model": short}, timeout=10).json()
+            made = requests.post(f"{server.url}/api/show", json={"model": created}, timeout=10).json()
+            for field in ("template", "parameters", "system", "license", "messages", "capabilities"):
+                assert made.get(field) == pulled.get(field), (short, field)
+            assert pulled["capabilities"] == meta["capabilities"], short
+    finally:
+        server.stop()
+
+
+def test_inspect_shows_capabilities_and_restore_only(kinds_build: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["inspect", str(kinds_build["out"]), "--json"]) == 0
+    models = {m["short"]: m for m in json.loads(capsys.readouterr().out)["models"]}
+    assert models["nomic-embed-text:latest"]["capabilities"] == ["embedding"]
+    assert models["acme/tiny-safetensors:v1"]["restore_only"] is True
+    assert main(["inspect", str(kinds_build["out"])]) == 0
+    text = capsys.readouterr().out
+    assert "nomic-embed-text:latest: embedding\n" in text
+    assert "acme/tiny-safetensors:v1: completion; restore only: safetensors model" in text
+
+
+@pytest.mark.parametrize(
+    ("kind", "version", "problem"),
+    [
+        (
+            "requires-too-new",
+            OLLAMA_VERSION_CURRENT,
+            f"requires ollama 0.99.0, the bundle pins ollama {OLLAMA_VERSION_CURRENT}",
+        ),
+        ("requires-ok", OLLAMA_VERSION_ZST, f"requires ollama 0.30.0, the bundle pins ollama {OLLAMA_VERSION_ZST}"),
+        ("cloud", OLLAMA_VERSION_CURRENT, "a cloud model (tag '120b-cloud') runs on ollama.com"),
+    ],
+)
+def test_refused_before_any_blob_download(
+    mirrors: Mirrors, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str, version: str, problem: str
+) -> None:
+    entry = mirrors.catalog.by_kind(kind)[0]
+    spec = write_spec(tmp_path / "s.yaml", version=version, models=["tinyqwen:0.5b", entry.short_name])
+    cache = tmp_path / "cache"
+    code, result = build(tmp_path, mirrors, spec, cache, tmp_path / "x.tar", capsys=capsys)
+    assert code == 2, result
+    lines = result["stderr"].strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"bundle: error: model {entry.short_name}: {problem}"), lines
+    assert result["exit_code"] == 2 and not (tmp_path / "x.tar").exists()
+    # At most the configs were read: no model layer, no release archive, nothing partial.
+    layers = {blob.digest for e in mirrors.catalog for blob in e.layers}
+    assert not cache_digests(cache) & layers
+    assert not list((cache / "partial").glob("*")) if (cache / "partial").exists() else True
+    assert cache_digests(cache) <= {e.config.digest for e in mirrors.catalog}
+
+
+def test_unknown_layer_type_is_refused(mirrors: Mirrors, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    entry = mirrors.catalog["tinyqwen:0.5b"]
+    pusher = RegistryPusher(mirrors.registry_url)
+    future = b"a layer kind from a future ollama"
+    digest = "sha256:" + hashlib.sha256(future).hexdigest()
+    pusher.push_blob("acme/future", digest, future)
+    for blob in entry.blobs():
+        pusher.push_blob("acme/future", blob.digest, blob.path)
+    document = json.loads(entry.manifest)
+    document["layers"].append({"mediaType": "application/vnd.ollama.image.hologram", "digest": digest, "size": 33})
+    pusher.put_manifest("acme/future", "v1", json.dumps(document).encode())
+    spec = write_spec(tmp_path / "s.yaml", models=["acme/future:v1"])
+    code, result = build(tmp_path, mirrors, spec, tmp_path / "cache", tmp_path / "x.tar", capsys=capsys)
+    assert code == 2, result
+    index = len(document["layers"]) - 1
+    assert result["stderr"] == (
+        f"bundle: error: model acme/future:v1: layer {index} has the unknown media type "
+        f"'application/vnd.ollama.image.hologram' ({digest[:19]}); this ollama-airgap cannot carry it\n"
+    )
+    assert not cache_digests(tmp_path / "cache") & {b.digest for b in entry.layers}
+
+
+def test_registry_sees_the_pinned_ollama_and_its_412_is_one_line(
+    mirrors: Mirrors, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write_spec(tmp_path / "s.yaml", models=["tinyqwen:0.5b"])
+    with fault_proxy(mirrors.registry_url) as proxy:
+        args = ["--mirror", f"registry.ollama.ai={proxy.url}"]
+        code, result = build(tmp_path, mirrors, spec, tmp_path / "cache", tmp_path / "ok.tar", *args, capsys=capsys)
+        assert code == 0, result
+        agents = {hit.user_agent for hit in proxy.log if hit.path.startswith("/v2/")}
+        assert agents == {"ollama/0.14.1 (amd64 linux) Go/go1.24.1"}
+        message = (
+            b'{"errors":[{"code":"UNSUPPORTED","message":"pull model manifest: 412: '
+            b'this model requires a newer version of Ollama"}]}'
+        )
+        proxy.add(Fault("/v2/library/tinyqwen/manifests/0.5b", "status", status=412, body=message))
+        code, result = build(tmp_path, mirrors, spec, tmp_path / "c2", tmp_path / "no.tar", *args, capsys=capsys)
+    assert code == 2, result
+    assert result["stderr"] == (
+        f"bundle: error: registry.ollama.ai/library/tinyqwen:0.5b: registry {proxy.url} refuses the client "
+        "ollama/0.14.1 (amd64 linux) Go/go1.24.1 (HTTP 412: pull model manifest: 412: this model requires a newer "
+        "version of Ollama); pin a newer ollama.version in the spec\n"
+    )

@@ -1,4 +1,5 @@
-"""`bundle inspect ARCHIVE|DIR`: what is inside, with sizes, licenses and digests (no data hashed)."""
+"""`bundle inspect ARCHIVE|DIR`: what is inside, with sizes, licenses, digests, each model's capabilities and
+whether it can only be restored (no data hashed). ``--json`` gives bundle.yaml's model records as they are."""
 
 from __future__ import annotations
 
@@ -57,6 +58,11 @@ def run(args: argparse.Namespace, reporter: Reporter) -> tuple[dict[str, Any], s
                 "; ".join(model.get("licenses") or [])[:40],
             )
         console.print(table)
+        for model in doc.get("models") or []:
+            line = f"{model['short']}: {', '.join(model.get('capabilities') or []) or 'no capabilities'}"
+            if model.get("restore_only"):
+                line += f"; restore only: {model.get('restore_only_reason', '')}"
+            console.print(line, soft_wrap=True, markup=False, highlight=False)
         for image in doc.get("images") or []:
             console.print(
                 f"image {image.get('reference')} [{image.get('platform')}]  id {str(image.get('image_id'))[:19]}  "
