@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
-import struct
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .create_layers import BaseLayer, layers_from_files, layers_from_model
 from .envconfig import env_bool
-from .ggufread import GGUFError, GGUFInfo, is_gguf, read_gguf
+from .ggufread import is_gguf
 from .modelfile import ModelfileError, expand_path, modelfile_create_request, parse_modelfile
 from .names import ModelName, parse_name
 from .store import (
     CONFIG_MEDIA_TYPE,
     MT_ADAPTER,
+    MT_DRAFT,
     MT_LICENSE,
     MT_MESSAGES,
     MT_MODEL,
@@ -24,10 +25,8 @@ from .store import (
     Manifest,
     Store,
 )
-from .util import ApiError, go_json, human_number, log
-
-# A base layer of a model being created: (layer, status line, its GGUF metadata when it is one).
-BaseLayer = tuple[dict[str, Any], str, GGUFInfo | None]
+from .util import ApiError, go_json, human_number
+from .version import at_least
 
 
 def _valid_relative_path(path: str) -> bool:
@@ -40,10 +39,11 @@ def _valid_relative_path(path: str) -> bool:
 def create_model(store: Store, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """CreateHandler's work: yields progress dicts, raises ApiError. Validation errors raise before the first yield."""
     files = request.get("files") or {}
+    drafts = (request.get("draft_files") or {}) if at_least("0.30.0") else {}
     adapters = request.get("adapters") or {}
-    for mapping in (files, adapters):
+    for mapping in (files, drafts, adapters):
         for path, digest in mapping.items():
-            if not _valid_relative_path(path):
+            if mapping is not adapters and not _valid_relative_path(path):
                 raise ApiError("file path must be relative", 400)
             if not digest:
                 raise ApiError("invalid digest format", 400)
@@ -51,11 +51,16 @@ def create_model(store: Store, request: dict[str, Any]) -> Iterator[dict[str, An
     if not name.is_valid():
         raise ApiError("invalid model name", 400)
     name = store.existing_name(name)
-    return _create_steps(store, request, name, files, adapters)
+    return _create_steps(store, request, name, files, drafts, adapters)
 
 
 def _create_steps(
-    store: Store, request: dict[str, Any], name: ModelName, files: dict[str, str], adapters: dict[str, str]
+    store: Store,
+    request: dict[str, Any],
+    name: ModelName,
+    files: dict[str, str],
+    drafts: dict[str, str],
+    adapters: dict[str, str],
 ) -> Iterator[dict[str, Any]]:
     with store.lock:
         try:
@@ -69,33 +74,40 @@ def _create_steps(
             "model_type": "",
             "file_type": "",
         }
-        for key in ("renderer", "parser"):
-            if request.get(key):
+        for key in ("renderer", "parser", "requires"):
+            if request.get(key) and (key != "requires" or at_least("0.14.0")):
                 config[key] = request[key]
         base: list[BaseLayer] = []
         if request.get("from"):
-            base = yield from _layers_from_model(store, str(request["from"]), config)
+            base = yield from layers_from_model(store, str(request["from"]), config)
         elif files:
-            base = yield from _layers_from_files(store, files, MT_MODEL)
+            base = yield from layers_from_files(store, files)
         else:
             raise ApiError("neither 'from' or 'files' was specified", 400)
+        if drafts:
+            base += yield from layers_from_files(store, drafts, MT_DRAFT)
         if adapters:
-            if len(adapters) > 1:
-                raise ApiError("only one adapter is currently supported", 400)
-            base += yield from _layers_from_files(store, adapters, MT_ADAPTER)
+            base += yield from layers_from_files(store, adapters, MT_ADAPTER)
 
         quantize = str(request.get("quantize") or request.get("quantization") or "").upper()
         layers: list[dict[str, Any]] = []
         statuses: list[str] = []
+        shard_parameters = sum(
+            gguf.parameter_count for layer, _, gguf in base if gguf is not None and layer["mediaType"] == MT_MODEL
+        )
         for layer, status, gguf in base:
-            if gguf is not None and layer["mediaType"] == MT_MODEL:
+            if gguf is not None and layer["mediaType"] == MT_MODEL and gguf.kv.get("split.no", 0) == 0:
                 if quantize and quantize != gguf.file_type:
                     raise ApiError("this ollama stand-in cannot quantize models")
+                split = (gguf.kv.get("split.count") or 1) > 1
+                parameters = shard_parameters if split else gguf.parameter_count
                 config["model_format"] = config["model_format"] or "gguf"
                 config["model_family"] = config["model_family"] or gguf.architecture
-                config["model_type"] = config["model_type"] or human_number(gguf.parameter_count)
+                config["model_type"] = config["model_type"] or human_number(parameters)
                 config["file_type"] = config["file_type"] or gguf.file_type
                 config["model_families"] = (config["model_families"] or []) + [gguf.architecture]
+            elif gguf is not None and layer["mediaType"] == MT_DRAFT:
+                config["draft"] = {"model_format": "gguf", "architecture": gguf.architecture}
             layers.append(layer)
             statuses.append(status)
 
@@ -146,71 +158,9 @@ def _create_steps(
 def _ordered_config(config: dict[str, Any]) -> dict[str, Any]:
     """ConfigV2 field order."""
     order = ["model_format", "model_family", "model_families", "model_type", "file_type", "renderer", "parser",
-             "architecture", "os", "rootfs"]  # fmt: skip
+             "requires", "remote_host", "remote_model", "capabilities", "context_length", "embedding_length",
+             "base_name", "draft", "architecture", "os", "rootfs"]  # fmt: skip
     return {key: config[key] for key in order if key in config}
-
-
-def _layers_from_files(
-    store: Store, files: dict[str, str], media_type: str
-) -> Generator[dict[str, Any], None, list[BaseLayer]]:
-    for file_name, digest in files.items():
-        if not file_name.endswith(".gguf") and not is_gguf(store.blob_path(digest)):
-            raise ApiError("unknown type", 400)
-    layers: list[BaseLayer] = []
-    for _file_name, digest in sorted(files.items()):
-        yield {"status": "parsing GGUF"}
-        path = store.blob_path(digest)
-        if not path.exists():
-            raise ApiError(f"open {path}: no such file or directory")
-        if not is_gguf(path):
-            log("ERROR", "unsupported content type: application/octet-stream", source="create.go")
-            raise ApiError("supplied file was not in GGUF format", 400)
-        try:
-            gguf = read_gguf(path, keep_arrays=())
-        except (GGUFError, OSError, struct.error) as err:
-            raise ApiError(str(err)) from err
-        kind = media_type
-        if kind == MT_MODEL and gguf.kv.get("general.type") == "adapter":
-            kind = MT_ADAPTER
-        layer, status = store.layer_from_blob(digest, kind)
-        layers.append((layer, status, gguf))
-    return layers
-
-
-def _layers_from_model(
-    store: Store, source: str, config: dict[str, Any]
-) -> Generator[dict[str, Any], None, list[BaseLayer]]:
-    """parseFromModel: reuse an existing local model's layers (a missing one would be pulled: air gap)."""
-    name = parse_name(source)
-    if not name.is_valid():
-        raise ApiError("invalid model name", 400)
-    try:
-        manifest = store.read_manifest(store.existing_name(name))
-    except (OSError, ValueError):
-        yield {"status": "pulling manifest"}
-        raise ApiError(_pull_error(name)) from None
-    base_config = store.read_config(manifest)
-    for key in ("renderer", "parser"):
-        if base_config.get(key) and not config.get(key):
-            config[key] = base_config[key]
-    layers: list[BaseLayer] = []
-    for item in manifest.layers:
-        layer, status = store.layer_from_blob(item["digest"], item["mediaType"], name.display_shortest())
-        gguf = None
-        if item["mediaType"] == MT_MODEL:
-            try:
-                gguf = read_gguf(store.blob_path(item["digest"]), keep_arrays=())
-            except (GGUFError, OSError, struct.error) as err:
-                raise ApiError(str(err)) from err
-        layers.append((layer, status, gguf))
-    return layers
-
-
-def _pull_error(name: ModelName) -> str:
-    return (
-        f'pull model manifest: Get "https://{name.host}/v2/{name.namespace}/{name.model}/manifests/{name.tag}": '
-        f"this ollama stand-in has no network access (air gap)"
-    )
 
 
 def legacy_create_request(store: Store, request: dict[str, Any]) -> dict[str, Any]:

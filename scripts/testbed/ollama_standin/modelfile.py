@@ -8,17 +8,25 @@ import re
 from pathlib import Path
 from typing import Any
 
-MODELFILE_COMMANDS = (
-    "from",
-    "license",
-    "template",
-    "system",
-    "adapter",
-    "renderer",
-    "parser",
-    "parameter",
-    "message",
-)
+from .version import at_least
+
+
+def modelfile_commands() -> tuple[str, ...]:
+    """The commands this version's parser knows: REQUIRES since v0.14.0, DRAFT since v0.30.0."""
+    commands = ["from", "license", "template", "system", "adapter"]
+    if at_least("0.30.0"):
+        commands.append("draft")
+    commands += ["renderer", "parser", "parameter", "message"]
+    if at_least("0.14.0"):
+        commands.append("requires")
+    return tuple(commands)
+
+
+def _one_of(words: tuple[str, ...]) -> str:
+    quoted = [f'"{word}"' for word in words]
+    return ", ".join(quoted[:-1]) + ", or " + quoted[-1]
+
+
 MESSAGE_ROLES = ("system", "user", "assistant")
 DEPRECATED_PARAMETERS = (
     "penalize_newline", "low_vram", "f16_kv", "logits_all", "vocab_only", "use_mlock", "mirostat", "mirostat_tau",
@@ -69,12 +77,8 @@ def parse_modelfile(text: str) -> list[tuple[str, str]]:
             continue
         start = pos
         keyword = word(r"([A-Za-z]+)[ \t]+")
-        if keyword is None or keyword.lower() not in MODELFILE_COMMANDS:
-            raise ModelfileError(
-                f"(line {line_of(start)}): command must be one of "
-                '"from", "license", "template", "system", "adapter", "renderer", "parser", "parameter", '
-                'or "message"'
-            )
+        if keyword is None or keyword.lower() not in modelfile_commands():
+            raise ModelfileError(f"(line {line_of(start)}): command must be one of {_one_of(modelfile_commands())}")
         keyword = keyword.lower()
         name = "model" if keyword == "from" else keyword
         role = ""
@@ -118,7 +122,7 @@ def command_string(name: str, args: str) -> str:
     """parser.Command.String."""
     if name == "model":
         return f"FROM {args}"
-    if name in ("license", "template", "system", "adapter", "renderer", "parser"):
+    if name in ("license", "template", "system", "adapter", "draft", "renderer", "parser", "requires"):
         return f"{name.upper()} {quote_value(args)}"
     if name == "message":
         role, _, message = args.partition(": ")
@@ -170,10 +174,10 @@ def modelfile_create_request(
     messages: list[dict[str, str]] = []
     licenses: list[str] = []
     for name, args in commands:
-        if name in ("model", "adapter"):
+        if name in ("model", "adapter", "draft"):
             path = expand_path(args, relative_dir)
             if not path.exists():
-                if name == "adapter":
+                if name != "model":
                     raise ModelfileError(f"stat {path}: no such file or directory")
                 request["from"] = args
                 continue
@@ -183,7 +187,10 @@ def modelfile_create_request(
                     raise ModelfileError("no Modelfile or safetensors files found")
             else:
                 files = [path]
-            target = request.setdefault("files" if name == "model" else "adapters", {})
+            key = {"model": "files", "adapter": "adapters", "draft": "draft_files"}[name]
+            if name == "adapter":
+                request.pop("adapters", None)  # ADAPTER replaces, FROM and DRAFT files merge
+            target = request.setdefault(key, {})
             for file in files:
                 real = file.resolve()
                 digest = file_digest(real)
@@ -193,6 +200,10 @@ def modelfile_create_request(
             request[name] = args
         elif name == "license":
             licenses.append(args)
+        elif name == "requires":
+            if not re.fullmatch(r"v?(0|[1-9]\d*)(\.(0|[1-9]\d*)){0,2}(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?", args):
+                raise ModelfileError("requires must be a valid semver (e.g. 0.14.0)")
+            request["requires"] = args.removeprefix("v")
         elif name == "message":
             role, _, content = args.partition(": ")
             messages.append({"role": role, "content": content})

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import random
 import re
 import struct
@@ -18,6 +20,7 @@ from .ggufread import GGUFError, read_gguf
 from .model import Model
 from .store import Store
 from .util import ApiError, go_time
+from .version import VERSION, at_least, version_key
 
 
 @dataclass
@@ -98,6 +101,58 @@ def fake_completion(
     return out, reason
 
 
+RUNNER_TERMINATED_V013 = "llama runner process has terminated"
+RUNNER_TERMINATED = "llama-server process has terminated"  # v0.30: llm/llama_server.go
+MLX_UNAVAILABLE = "mlx runner failed: MLX not available: MLX dynamic library not loaded (exit: exit status 1)"
+
+
+def runner_terminated() -> str:
+    return RUNNER_TERMINATED if at_least("0.30.0") else RUNNER_TERMINATED_V013
+
+
+def check_loadable(model: Model) -> None:
+    """What the runner start (server/sched.go) says for models this binary cannot run.
+
+    - Tensor-layer (safetensors) models: v0.14+ starts the MLX runner (x/mlxrunner), whose MLX library is absent
+      on a Linux host without the -mlx overlay and a GPU: 500 "mlx runner failed: MLX not available: ...". Older
+      ollama has no model file to load: 404 "model %q not found, try pulling it first" (handleScheduleError).
+    - A config `requires` newer than this version: ollama does not read `requires` itself (the registry refuses
+      the pull with 412); such a model, copied in by hand, fails in the runner like an architecture the bundled
+      llama.cpp does not know: 500 "<runner> process has terminated: exit status 1: error loading model
+      architecture: unknown model architecture: '<arch>'".
+    """
+    if model.is_mlx or (model.model_path is None and model.tensor_layers):
+        if at_least("0.14.0"):
+            raise ApiError(MLX_UNAVAILABLE)
+        raise ApiError(f"model {json.dumps(model.name.display_shortest())} not found, try pulling it first", 404)
+    requires = str(model.config.get("requires") or "")
+    if requires and version_key(requires) > version_key(VERSION) and version_key(VERSION) != (0, 0, 0):
+        arch = model.config.get("model_family") or "unknown"
+        raise ApiError(
+            f"{runner_terminated()}: exit status 1: error loading model architecture: "
+            f"unknown model architecture: '{arch}'"
+        )
+
+
+def embedding_length(model: Model) -> int:
+    info = model.gguf()
+    value = info.arch_value("embedding_length") if info is not None else None
+    return int(value) if isinstance(value, int) and value > 0 else 16
+
+
+def raw_embedding(model: Model, text: str) -> list[float]:
+    """A deterministic, unnormalised vector of the GGUF's `<arch>.embedding_length` for a text (seeded by the
+    model's digest and the text): what the runner's /embedding answers."""
+    rng = random.Random(hashlib.sha256(f"{model.manifest.digest}\0{text}".encode()).digest())
+    return [rng.uniform(-2.0, 2.0) for _ in range(embedding_length(model))]
+
+
+def normalize(vector: list[float]) -> list[float]:
+    """server/routes.go normalize: scale to unit length (norm floored at 1e-12)."""
+    norm = 1.0 / max(math.sqrt(sum(value * value for value in vector)), 1e-12)
+    return [value * norm for value in vector]
+
+
 def count_prompt_tokens(*texts: str) -> int:
     return 1 + sum(len(re.findall(r"\w+|[^\w\s]", text)) for text in texts)
 
@@ -121,6 +176,7 @@ class Runtime:
     def load(self, model: Model, keep_alive: float, num_ctx: int) -> tuple[Vocabulary, float]:
         """Load (or refresh) a model; returns its vocabulary and the load time in seconds."""
         started = time.monotonic()
+        check_loadable(model)
         digest = model.manifest.digest
         with self.lock:
             vocab = self.vocabularies.get(digest)

@@ -26,6 +26,10 @@ MT_MESSAGES = "application/vnd.ollama.image.messages"
 MT_LICENSE = "application/vnd.ollama.image.license"
 MT_ADAPTER = "application/vnd.ollama.image.adapter"
 MT_PROJECTOR = "application/vnd.ollama.image.projector"
+MT_PROMPT = "application/vnd.ollama.image.prompt"  # legacy template layer
+MT_DRAFT = "application/vnd.ollama.image.draft"  # v0.30: speculative-decoding draft model
+MT_TENSOR = "application/vnd.ollama.image.tensor"  # v0.16: safetensors/MLX tensor layers (with "name")
+MT_JSON = "application/vnd.ollama.image.json"  # v0.16: safetensors config files (with "name")
 DEFAULT_TEMPLATE = "{{ .Prompt }}"
 DIGEST_RE = re.compile(r"^sha256[:-][0-9a-fA-F]{64}$")
 
