@@ -97,3 +97,25 @@ def test_health_and_bind_address(host: Any, webui: dict[str, Any]) -> None:
 def test_data_directory(host: Any, webui: dict[str, Any]) -> None:
     data = host.file(webui["open_webui_data_dir"])
     assert data.is_directory and data.user == "root" and data.mode & 0o077 == 0
+
+
+def test_container_is_confined(host: Any, webui: dict[str, Any]) -> None:
+    """Hardening (issue 16; docs/hardening.md), as the kernel sees the container's main process: no capabilities
+    (unless given back), no_new_privs, a seccomp filter, a read-only root; the unit itself has NoNewPrivileges."""
+    global_args = " ".join(shlex.quote(a) for a in webui.get("open_webui_podman_global_args") or [])
+    engine = f"{webui['engine']} {global_args}" if webui["engine"] == "podman" else webui["engine"]
+    out = host.run(f"{engine} inspect --format '{{{{.State.Pid}}}}' {shlex.quote(webui['open_webui_container_name'])}")
+    assert out.rc == 0, out.stderr
+    pid = int(out.stdout.strip())
+    status = dict(
+        line.split(":", 1) for line in host.file(f"/proc/{pid}/status").content_string.splitlines() if ":" in line
+    )
+    if not webui.get("open_webui_cap_add"):
+        assert int(status["CapEff"].strip(), 16) == 0 and int(status["CapBnd"].strip(), 16) == 0, status["CapBnd"]
+    assert status["NoNewPrivs"].strip() == "1" and status["Seccomp"].strip() == "2"
+    if webui.get("open_webui_read_only", True):
+        root = next(line for line in host.file(f"/proc/{pid}/mountinfo").content_string.splitlines()
+                    if line.split()[4] == "/")  # fmt: skip
+        assert "ro" in root.split()[5].split(","), f"container root is writable: {root}"
+    unit = webui["open_webui_service_name"]
+    assert host.run(f"systemctl show -p NoNewPrivileges --value {unit}").stdout.strip() == "yes"

@@ -156,7 +156,7 @@ def test_infra_suite_checks_open_webui(
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
-    assert "12 passed" in proc.stdout, proc.stdout[-3000:]
+    assert "14 passed" in proc.stdout, proc.stdout[-3000:]
 
 
 def test_second_deploy_is_a_no_op(
