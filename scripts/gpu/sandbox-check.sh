@@ -40,13 +40,15 @@ trap 'rm -rf "$work"' EXIT
 cp "$here/workload.py" "$work/"
 chmod 0755 "$work"
 chmod 0644 "$work/workload.py"
+mkdir "$work/home"  # HOME and the writable path when the unit's own do not exist here (CUDA's JIT cache goes there)
+chown "$run_user" "$work/home"
 log=$work/report.txt
 say() { echo "$*" | tee -a "$log"; }
 
 source_args=(--profile "$profile")
 [ -n "$unit_file" ] && source_args=(--unit "$unit_file")
 mapfile -t props < <("$helper_python" "$here/unit_properties.py" "${source_args[@]}" --if-missing \
-  --writable "$work" --user "$run_user")
+  --writable "$work/home" --user "$run_user")
 [ "${#props[@]}" -gt 5 ] || { echo "could not derive the unit's properties" >&2; exit 3; }
 for name in LD_LIBRARY_PATH CUDA_VISIBLE_DEVICES HIP_VISIBLE_DEVICES ROCR_VISIBLE_DEVICES; do
   [ -n "${!name:-}" ] && props+=("--setenv=$name=${!name}")
@@ -66,6 +68,16 @@ say "# unit: ${unit_file:-roles/ollama/templates/ollama.service.j2 (profile $pro
 command -v nvidia-smi >/dev/null && say "# $(nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv,noheader | head -1)"
 say "# properties:"
 printf '#   %s\n' "${props[@]}" | tee -a "$log"
+
+# The sandbox itself first: systemd must accept every property, and the kernel must show the confinement.
+if ! probe=$(systemd-run --quiet --wait --pipe --collect --unit "ollama-gpu-sandbox-probe-$$" "${props[@]}" \
+    -- /bin/sh -c 'grep -E "^(Uid|CapEff|CapBnd|NoNewPrivs|Seccomp):" /proc/self/status
+                   ls -d /dev/nvidia* /dev/dri/* /dev/kfd 2>/dev/null || echo "no GPU device nodes"' 2>&1); then
+  say "the sandbox could not be set up: $probe"
+  exit 3
+fi
+say "# inside the sandbox (probe):"
+while IFS= read -r line; do say "#   $line"; done <<<"$probe"
 
 status=0 outside_ok=0
 for workload in "${workloads[@]}"; do
