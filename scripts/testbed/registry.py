@@ -22,6 +22,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -51,6 +52,8 @@ from testbed.zoo import (  # noqa: F401  (media types and templates re-exported 
     MEDIA_TEMPLATE,
     MEDIA_TENSOR,
     ZEPHYR_TEMPLATE,
+    GGUFFile,
+    ZooModel,
     json_bytes,
     zoo_models,
 )
@@ -450,48 +453,59 @@ class _BlobStore:
         return Blob(media_type, digest, path.stat().st_size, path, None, name)
 
 
-def seed_models(registry_url: str, work_dir: Path, *, pusher: RegistryPusher | None = None) -> Catalog:
-    """Build the zoo (testbed.zoo) and push it to the registry; return the catalog of what was pushed."""
-    store = _BlobStore(work_dir / "blobs")
-    pusher = pusher or RegistryPusher(registry_url)
-    ggufs, models = zoo_models(work_dir / "gguf")
+@dataclass(frozen=True)
+class _Prepared:
+    """One zoo model ready to push: its blobs (config first) and manifest bytes."""
 
-    catalog = Catalog()
-    for spec in models:
-        layers = []
-        for layer in spec.layers:
-            if layer.gguf is not None:
-                layers.append(store.add_file(layer.media_type, ggufs[layer.gguf].path, layer.name))
-            else:
-                layers.append(store.add_bytes(layer.media_type, layer.content or b"", layer.name))
-        config_json = dict(spec.config)
-        if spec.rootfs:
-            config_json["rootfs"] = {"type": "layers", "diff_ids": [layer.digest for layer in layers]}
-        config = store.add_bytes(CONFIG_V1, json_bytes(config_json))
-        manifest = json_bytes(
-            {
-                "schemaVersion": 2,
-                "mediaType": MANIFEST_V2,
-                "config": config.descriptor(),
-                "layers": [layer.descriptor() for layer in layers],
-            }
-        )
-        for blob in (config, *layers):
-            pusher.push_blob(spec.repository, blob.digest, blob.path)
-        models_ggufs = [layer.gguf for layer in spec.layers if layer.media_type == MEDIA_MODEL and layer.gguf]
-        gguf_path = ggufs[models_ggufs[0]].path if models_ggufs else None
-        for tag in spec.tags:
-            served_digest = pusher.put_manifest(spec.repository, tag, manifest)
-            if served_digest != sha256_digest(manifest):
-                raise RuntimeError(f"registry stored {spec.repository}:{tag} as {served_digest}, not our bytes")
-            entry = ModelEntry(
+    spec: ZooModel
+    config: Blob
+    layers: tuple[Blob, ...]
+    manifest: bytes
+    gguf_path: Path | None
+
+
+def _prepare(spec: ZooModel, store: _BlobStore, ggufs: dict[str, GGUFFile]) -> _Prepared:
+    layers = []
+    for layer in spec.layers:
+        if layer.gguf is not None:
+            layers.append(store.add_file(layer.media_type, ggufs[layer.gguf].path, layer.name))
+        else:
+            layers.append(store.add_bytes(layer.media_type, layer.content or b"", layer.name))
+    config_json = dict(spec.config)
+    if spec.rootfs:
+        config_json["rootfs"] = {"type": "layers", "diff_ids": [layer.digest for layer in layers]}
+    config = store.add_bytes(CONFIG_V1, json_bytes(config_json))
+    manifest = json_bytes(
+        {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_V2,
+            "config": config.descriptor(),
+            "layers": [layer.descriptor() for layer in layers],
+        }
+    )
+    model_ggufs = [layer.gguf for layer in spec.layers if layer.media_type == MEDIA_MODEL and layer.gguf]
+    return _Prepared(spec, config, tuple(layers), manifest, ggufs[model_ggufs[0]].path if model_ggufs else None)
+
+
+def _push(pusher: RegistryPusher, prepared: _Prepared) -> list[ModelEntry]:
+    """Push one model's blobs, then its manifest under each tag; the catalog entries for it."""
+    spec = prepared.spec
+    for blob in (prepared.config, *prepared.layers):
+        pusher.push_blob(spec.repository, blob.digest, blob.path)
+    entries = []
+    for tag in spec.tags:
+        served_digest = pusher.put_manifest(spec.repository, tag, prepared.manifest)
+        if served_digest != sha256_digest(prepared.manifest):
+            raise RuntimeError(f"registry stored {spec.repository}:{tag} as {served_digest}, not our bytes")
+        entries.append(
+            ModelEntry(
                 spec.repository,
                 tag,
-                manifest,
+                prepared.manifest,
                 served_digest,
-                config,
-                tuple(layers),
-                gguf_path,
+                prepared.config,
+                prepared.layers,
+                prepared.gguf_path,
                 kind=spec.kind,
                 capabilities=spec.capabilities,
                 embedding_length=spec.embedding_length,
@@ -499,6 +513,24 @@ def seed_models(registry_url: str, work_dir: Path, *, pusher: RegistryPusher | N
                 restore_only=spec.restore_only,
                 restore_only_reason=spec.restore_only_reason,
             )
+        )
+    return entries
+
+
+def seed_models(registry_url: str, work_dir: Path, *, pusher: RegistryPusher | None = None) -> Catalog:
+    """Build the zoo (testbed.zoo) and push it to the registry; return the catalog of what was pushed.
+
+    Models are pushed four at a time (each model's blobs before its manifests); the catalog keeps the zoo's order.
+    """
+    store = _BlobStore(work_dir / "blobs")
+    pusher = pusher or RegistryPusher(registry_url)
+    ggufs, models = zoo_models(work_dir / "gguf")
+    prepared = [_prepare(spec, store, ggufs) for spec in models]
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="seed") as pool:
+        pushed = list(pool.map(lambda item: _push(pusher, item), prepared))
+    catalog = Catalog()
+    for entries in pushed:
+        for entry in entries:
             catalog.models[entry.reference] = entry
     catalog.blob_paths.update(store.paths)
     return catalog
