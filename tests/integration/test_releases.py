@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -135,6 +138,23 @@ def test_bundle_carries_base_and_overlays_checked_against_sha256sum(mirrors: Mir
             data = bundle.extractfile(entry["path"]).read()  # type: ignore[union-attr]
             assert hashlib.sha256(data).hexdigest() == entry["sha256"] == upstream[entry["name"]]
     assert meta["lock"]["ollama"]["files"] == {name: upstream[name] for name in ARCHIVES}
+
+
+def test_lock_rebuild_pins_every_overlay(mirrors: Mirrors, current_bundle: Path, tmp_path: Path) -> None:
+    """--lock resolves the base and overlay archives by their locked names: the same bundle, byte for byte."""
+    lock = current_bundle.with_name("current.lock.yaml")
+    assert sorted(yaml.safe_load(lock.read_text())["ollama"]["files"]) == sorted(ARCHIVES)
+    github = urlsplit(mirrors.release_base_url)
+    rebuilt = tmp_path / "again.tar"
+    argv = [
+        str(Path(sys.executable).parent / "bundle"), "build", str(current_bundle.with_name("current.yaml")),
+        "--cache", str(tmp_path / "cache"), "-o", str(rebuilt), "-q", "--lock", str(lock),
+        "--mirror", f"registry.ollama.ai={mirrors.registry_url}",
+        "--mirror", f"github.com={github.scheme}://{github.netloc}",
+    ]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert rebuilt.read_bytes() == current_bundle.read_bytes()
 
 
 # --- the hosts ---------------------------------------------------------------------------------------------------
