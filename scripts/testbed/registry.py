@@ -34,10 +34,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from testbed.zoo import (  # noqa: F401  (media types and templates re-exported for tests and benchmarks)
+from testbed.zoo import KINDS, GGUFFile, ZooModel, zoo_models
+from testbed.zoo_layers import (  # noqa: F401  (media types and templates re-exported for tests and benchmarks)
     CHATML_TEMPLATE,
     CONFIG_V1,
-    KINDS,
     MANIFEST_V2,
     MEDIA_ADAPTER,
     MEDIA_DRAFT,
@@ -52,10 +52,7 @@ from testbed.zoo import (  # noqa: F401  (media types and templates re-exported 
     MEDIA_TEMPLATE,
     MEDIA_TENSOR,
     ZEPHYR_TEMPLATE,
-    GGUFFile,
-    ZooModel,
     json_bytes,
-    zoo_models,
 )
 
 REGISTRY_BINARY = "docker-registry"

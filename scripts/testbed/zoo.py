@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from testbed import gguf_models as gm
-from testbed.zoo_layers import (  # noqa: F401  (re-exported: the zoo's public vocabulary)
+from testbed.zoo_layers import (
     ASSISTANT_MESSAGES,
     ASSISTANT_SYSTEM,
     CHATML_TEMPLATE,
@@ -70,6 +70,48 @@ from testbed.zoo_layers import (  # noqa: F401  (re-exported: the zoo's public v
     json_bytes,
     tiny_safetensors_model,
 )
+
+__all__ = [  # the zoo's vocabulary: its own names and the layer shapes it re-exports
+    "ASSISTANT_MESSAGES",
+    "ASSISTANT_SYSTEM",
+    "CHATML_TEMPLATE",
+    "CONFIG_V1",
+    "DRAFT",
+    "GEMMA_TEMPLATE",
+    "KINDS",
+    "LEGACY_PROMPT",
+    "LLAVA_TEMPLATE",
+    "MANIFEST_V2",
+    "MEDIA_ADAPTER",
+    "MEDIA_DRAFT",
+    "MEDIA_JSON",
+    "MEDIA_LICENSE",
+    "MEDIA_MESSAGES",
+    "MEDIA_MODEL",
+    "MEDIA_PARAMS",
+    "MEDIA_PROJECTOR",
+    "MEDIA_PROMPT",
+    "MEDIA_SYSTEM",
+    "MEDIA_TEMPLATE",
+    "MEDIA_TENSOR",
+    "MOONDREAM_TEMPLATE",
+    "QWEN3_TEMPLATE",
+    "QWEN25_TEMPLATE",
+    "SMALL",
+    "TEST_LICENSE",
+    "TINY",
+    "ZEPHYR_TEMPLATE",
+    "GGUFFile",
+    "ZooLayer",
+    "ZooModel",
+    "build_ggufs",
+    "gguf_config",
+    "go_config",
+    "json_bytes",
+    "models_of_kind",
+    "tiny_safetensors_model",
+    "zoo_models",
+]
 
 KINDS = (
     "chat",
