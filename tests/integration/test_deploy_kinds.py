@@ -47,6 +47,10 @@ NEEDS_MLX_KINDS = ("tensor",)
 METHODS = ("create", "restore")  # node1 imports with create, node2 with restore
 
 
+RECORDS_GLOB = "/var/lib/ollama-airgap/models/*.json"
+READ_RECORDS = f"import glob, json; print(json.dumps([json.load(open(p)) for p in glob.glob({RECORDS_GLOB!r})]))"
+
+
 def bundle_yaml(archive: Path) -> dict[str, Any]:
     with tarfile.open(archive) as tar:
         member = tar.extractfile("bundle.yaml")
@@ -153,7 +157,7 @@ def test_every_kind_deploys_with_both_methods(zoo: ZooDeploy) -> None:
     assert restore_only, "the zoo bundle has no restore-only model (tensor layers have no Modelfile form)"
     for method, host in zoo.hosts.items():
         listed = {m["name"]: f"sha256:{m['digest']}" for m in api(host, "/api/tags")["models"]}
-        records = json.loads("[" + host.ssh("paste -sd, /var/lib/ollama-airgap/models/*.json").stdout + "]")
+        records = json.loads(host.ssh(f"python3 -c {shlex.quote(READ_RECORDS)}").stdout)
         recorded = {record["short"]: record["method"] for record in records}
         for short, model in zoo.models.items():
             assert short in listed, f"{host.name} ({method}): {short} ({zoo.kinds[short]}) is not listed"
