@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from typing import Any
 
@@ -90,3 +91,50 @@ def test_listens_on_the_configured_address_only(host: Any, unit: dict[str, str],
     if "ollama_host" not in expected.explicit:
         bind, _ = parse_ollama_host(str(expected["ollama_host"]))
         assert is_loopback(bind), f"default OLLAMA_HOST {expected['ollama_host']} is not loopback"
+
+
+# Hardening (issue 16; docs/hardening.md). The host's own systemd scores the running unit.
+EXPOSURE_LIMIT = 2.5
+
+
+def test_deployed_unit_exposure(host: Any) -> None:
+    out = host.run("systemd-analyze security --no-pager ollama.service")
+    found = re.search(r"Overall exposure level for ollama\.service: (\d+\.\d)", out.stdout)
+    assert found, f"systemd-analyze security gave no score: {out.stdout[-500:]} {out.stderr[-500:]}"
+    assert float(found.group(1)) <= EXPOSURE_LIMIT, f"exposure {found.group(1)} > {EXPOSURE_LIMIT}:\n{out.stdout}"
+
+
+def test_hardening_properties(host: Any, unit: dict[str, str], expected: Expected) -> None:
+    names = ("DevicePolicy", "DeviceAllow", "CapabilityBoundingSet", "AmbientCapabilities", "RestrictAddressFamilies",
+             "ReadWritePaths", "MemoryDenyWriteExecute", "PrivateUsers", "RestrictNamespaces", "RestrictSUIDSGID",
+             "ProtectKernelTunables", "ProtectKernelModules", "ProtectControlGroups", "LockPersonality",
+             "SystemCallArchitectures", "UMask")  # fmt: skip
+    show = host.check_output("systemctl show ollama " + " ".join(f"-p {name}" for name in names))
+    props = dict(line.split("=", 1) for line in show.splitlines() if "=" in line)
+    assert props["DevicePolicy"] == "closed", props["DevicePolicy"]
+    # One DeviceAllow= line per entry (systemd 252), e.g. "DeviceAllow=char-nvidia-uvm rw".
+    allowed = {line.split("=", 1)[1].split()[0] for line in show.splitlines() if line.startswith("DeviceAllow=")}
+    wanted = {entry.split()[0] for entry in expected["ollama_device_allow"]}
+    assert wanted <= allowed, f"DeviceAllow lacks {wanted - allowed}"
+    assert props["CapabilityBoundingSet"] == "" and props["AmbientCapabilities"] == ""
+    assert set(props["RestrictAddressFamilies"].split()) == {"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"}
+    assert set(props["ReadWritePaths"].split()) == {expected["ollama_models_dir"], expected["ollama_home"]}
+    strict = expected["ollama_hardening"] == "strict"
+    assert props["MemoryDenyWriteExecute"] == ("yes" if strict else "no")
+    assert props["PrivateUsers"] == ("yes" if strict else "no")
+    for name in ("RestrictNamespaces", "RestrictSUIDSGID", "ProtectKernelTunables", "ProtectKernelModules",
+                 "ProtectControlGroups", "LockPersonality"):  # fmt: skip
+        assert props[name] == "yes", f"{name}={props[name]}"
+    assert props["SystemCallArchitectures"] == "native" and props["UMask"] == "0027"
+
+
+def test_running_process_is_confined(host: Any, unit: dict[str, str]) -> None:
+    """The kernel's view of the main process: no capabilities at all, no_new_privs, a seccomp filter."""
+    pid = int(unit.get("MainPID", "0"))
+    assert pid > 0, "ollama has no main process"
+    status = dict(
+        line.split(":", 1) for line in host.file(f"/proc/{pid}/status").content_string.splitlines() if ":" in line
+    )
+    for name in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert int(status[name].strip(), 16) == 0, f"{name}={status[name].strip()}"
+    assert status["NoNewPrivs"].strip() == "1" and status["Seccomp"].strip() == "2"
