@@ -1,15 +1,23 @@
-"""Tiny GGUFs (written with the `gguf` library) and hand-made manifests for the ollama stand-in's fidelity tests."""
+"""Tiny GGUFs (written with the `gguf` library), hand-made manifests and a versioned stand-in fixture for the
+ollama stand-in's fidelity tests."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import gguf
 import numpy as np
+import pytest
+
+from testbed import config
+from testbed.standin_server import Standin, start_standin, write_standin
+
+CURRENT = config.OLLAMA_VERSION_CURRENT
+OLD = config.OLLAMA_VERSION_TGZ
 
 WORDS = ["air", "gap", "model", "bundle", "host", "cache", "digest", "layer", "blob", "vector", "image", "tool"]
 TOOLS_THINKING_TEMPLATE = (
@@ -138,3 +146,22 @@ def write_manifest(models: Path, name: str, config: dict[str, Any], layers: list
     path = models / "manifests" / "registry.ollama.ai" / "library" / model / (tag or "latest")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(manifest))
+
+
+@pytest.fixture(name="standin_at")
+def standin_at_fixture(tmp_path: Path) -> Iterator[Callable[..., Standin]]:
+    """Start stand-ins of a given ollama version (each ended by PID afterwards)."""
+    servers: list[Standin] = []
+
+    def start(version: str, models: Path | None = None, **env: str) -> Standin:
+        script = tmp_path / f"ollama-{version}"
+        if not script.exists():
+            write_standin(script, version)
+        log = tmp_path / f"serve-{len(servers)}.log"
+        server = start_standin(script, models or tmp_path / f"models-{version}", tmp_path, log, **env)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

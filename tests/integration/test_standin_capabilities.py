@@ -3,39 +3,25 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import ollama
 import pytest
 import requests
-from standin_ggufs import TOOLS_THINKING_TEMPLATE, chat_gguf, embedding_gguf, projector_gguf
+from standin_ggufs import (
+    CURRENT,
+    OLD,
+    TOOLS_THINKING_TEMPLATE,
+    chat_gguf,
+    embedding_gguf,
+    projector_gguf,
+    standin_at_fixture,  # noqa: F401
+)
 
-from testbed import config
-from testbed.standin_server import Standin, start_standin, write_standin
+from testbed.standin_server import Standin
 
-CURRENT = config.OLLAMA_VERSION_CURRENT
-OLD = config.OLLAMA_VERSION_TGZ
 IMAGE = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
-
-
-@pytest.fixture
-def standin_at(tmp_path: Path) -> Iterator[Callable[..., Standin]]:
-    """Start stand-ins of a given ollama version (each ended by PID afterwards)."""
-    servers: list[Standin] = []
-
-    def start(version: str, **env: str) -> Standin:
-        script = tmp_path / f"ollama-{version}"
-        if not script.exists():
-            write_standin(script, version)
-        log = tmp_path / f"serve-{len(servers)}.log"
-        server = start_standin(script, tmp_path / f"models-{version}", tmp_path, log, **env)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 def create(server: Standin, name: str, *files: Path, template: str | None = None) -> None:
