@@ -31,7 +31,7 @@ GO_VERSIONS: tuple[tuple[str, str], ...] = (
 )
 
 # Modelfile commands and the first release whose parser (parser/parser.go) accepts them.
-COMMAND_SINCE: dict[str, str] = {"REQUIRES": "0.14.0", "DRAFT": "0.23.1"}
+COMMAND_SINCE: dict[str, str] = {"RENDERER": "0.12.0", "PARSER": "0.12.0", "REQUIRES": "0.14.0", "DRAFT": "0.23.1"}
 
 _SEMVER_RE = re.compile(r"^v?(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
 

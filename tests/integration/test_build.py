@@ -555,3 +555,21 @@ def test_registry_sees_the_pinned_ollama_and_its_412_is_one_line(
         "ollama/0.14.1 (amd64 linux) Go/go1.24.1 (HTTP 412: pull model manifest: 412: this model requires a newer "
         "version of Ollama); pin a newer ollama.version in the spec\n"
     )
+
+
+def test_draft_model_is_restore_only_for_an_ollama_without_draft(
+    mirrors: Mirrors, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ollama 0.14.1's Modelfile parser has no DRAFT command: the model is restored, not created, and builds."""
+    entry = mirrors.catalog.by_kind("draft")[0]
+    spec = write_spec(tmp_path / "s.yaml", version=OLLAMA_VERSION_ZST, models=[entry.short_name])
+    code, result = build(tmp_path, mirrors, spec, tmp_path / "cache", tmp_path / "d.tar", capsys=capsys)
+    assert code == 0, result
+    (meta,) = result["models"]
+    assert meta["restore_only"] is True and meta["modelfile"] is None
+    assert meta["restore_only_reason"] == (
+        f"its Modelfile needs DRAFT, which ollama {OLLAMA_VERSION_ZST} cannot parse (since 0.23.1)"
+    )
+    assert meta["capabilities"] == list(entry.capabilities)
+    with tarfile.open(tmp_path / "d.tar") as tar:
+        assert not [name for name in tar.getnames() if name.startswith("modelfiles/")]

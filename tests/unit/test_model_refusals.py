@@ -45,7 +45,8 @@ def test_user_agent_of_the_pinned_ollama() -> None:
 def test_modelfile_commands_by_version() -> None:
     assert not supports_command("0.14.1", "DRAFT") and supports_command("0.35.1", "DRAFT")
     assert not supports_command("0.13.5", "REQUIRES") and supports_command("0.14.1", "REQUIRES")
-    assert supports_command("0.13.5", "FROM")
+    assert supports_command("0.13.5", "FROM") and supports_command("0.13.5", "PARSER")
+    assert not supports_command("0.11.11", "RENDERER")
 
 
 def test_cloud_tags() -> None:
