@@ -32,7 +32,18 @@ def parse_mirrors(values: list[str]) -> dict[str, str]:
 def register(sub: Any) -> None:
     from .main import add_common
 
-    parser: argparse.ArgumentParser = sub.add_parser("build", help="build a bundle archive from a spec")
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "build",
+        help="build a bundle archive from a spec",
+        epilog=(
+            "Models are asked for with the pinned ollama's User-Agent. Before any model blob is downloaded, a model "
+            "is refused (exit 2, one line naming it) when its config requires a newer ollama than ollama.version, "
+            "when the registry answers 412 for that ollama, when it is a cloud model, or when a layer has a media "
+            "type this bundler does not know. A model no Modelfile can carry (safetensors tensors, split GGUF, "
+            "text a Modelfile cannot quote, a command the pinned ollama cannot parse) is bundled restore-only. "
+            "Exit codes: 2 spec or model refused, 3 verification failed, 4 upstream failed, 5 not enough disk."
+        ),
+    )
     parser.add_argument("spec", type=Path, help="bundle spec, e.g. bundles/llama3.yaml")
     parser.add_argument("-o", "--output", type=Path, help="archive to write (default: dist/<name>.tar)")
     parser.add_argument("--cache", type=Path, help="blob cache directory (default: $OLLAMA_AIRGAP_CACHE or ~/.cache)")
