@@ -11,11 +11,14 @@ from conftest import Expected
 
 def test_binary_is_root_owned_and_not_writable_by_others(host: Any, expected: Expected) -> None:
     binary = host.file(expected.binary)
+    if binary.is_symlink:  # releases side by side (roles/ollama): check the active release's binary and the link
+        assert binary.user == "root", f"{expected.binary} (link) belongs to {binary.user}"
+        binary = host.file(host.check_output(f"readlink -f {shlex.quote(expected.binary)}"))
     assert binary.exists and binary.is_file, f"{expected.binary} is missing"
     assert binary.user == "root" and binary.group == "root", f"{expected.binary} is {binary.user}:{binary.group}"
     assert binary.mode & 0o022 == 0, f"{expected.binary} is group/other writable ({binary.mode:o})"
     assert binary.mode & 0o111, f"{expected.binary} is not executable"
-    libraries = f"{expected['ollama_install_dir']}/lib/ollama"
+    libraries = f"{expected['ollama_install_dir']}/lib/ollama/"  # trailing slash: through the link to the release
     if host.file(libraries).exists:
         writable = host.check_output(f"find {shlex.quote(libraries)} \\( -perm -0020 -o -perm -0002 \\) ! -type l")
         assert writable == "", f"group/other writable under {libraries}:\n{writable}"

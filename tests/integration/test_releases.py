@@ -190,7 +190,8 @@ def test_deploy_unpacks_overlays_on_top_keeping_symlinks(
             assert _links(host, BASE_LINKS) == BASE_LINKS
             assert _links(host, MLX_LINKS) == MLX_LINKS  # the -mlx overlay, unpacked over the base
             resolved = host.ssh(f"readlink -e {LIB}/mlx_cuda_v13/libcublas.so.13").stdout.strip()
-            assert resolved == f"{LIB}/cuda_v13/libcublas.so.13.1.0.3"
+            # {LIB} links to the active release's lib/ollama (roles/ollama keeps releases side by side).
+            assert resolved == host.ssh(f"readlink -e {LIB}").stdout.strip() + "/cuda_v13/libcublas.so.13.1.0.3"
             assert host.ssh(f"head -c 60 {resolved}").stdout.startswith("PLACEHOLDER libcublas.so.13.1.0.3")
             assert _exists(host, f"{LIB}/llama-server") and _exists(host, f"{LIB}/vulkan/libggml-vulkan.so")
             assert not _exists(host, f"{LIB}/cuda_jetpack5")  # arm64 variants never land on amd64
