@@ -505,7 +505,7 @@ class Builder:
             "parameter_size": config.get("model_type", ""),
             "quantization": config.get("file_type", ""),
             "licenses": model.licenses,
-            **model_facts_meta(model.parsed, config, self.cache.path),
+            **model_facts_meta(model.parsed, config, self.cache.path, self.spec.ollama.version),
             "requires": requires.removeprefix("v") if isinstance(requires, str) else "",
             "restore_only": bool(model.restore_only_reason),
             "restore_only_reason": model.restore_only_reason,

@@ -8,6 +8,11 @@ completion, ``<arch>.vision.block_count`` → vision, ``<arch>.audio.block_count
 audio when it has an audio encoder, gemma3nv excepted); the Go TEMPLATE's ``tools``/``suffix``/thinking tags when it is
 the selected template; the built-in parser's tools/thinking; gpt-oss → thinking; then vision/audio dropped where
 ollama suppresses them.
+
+Releases before 0.30.0 (before llama-server) computed them differently; :func:`capabilities` given such a pinned
+version follows that older ``Model.Capabilities()`` (read at v0.15.0, with v0.14's ``image`` short cut): the GGUF's
+embedding/completion and inline vision (else the config's list), then the Go TEMPLATE's tools and insert, a projector's
+vision, and thinking from the template's tags, gpt-oss or the parser — appended in that order, without de-duplication.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from typing import Any
 
 from . import go_template
 from .gguf_meta import GGUFMeta
+from .ollama_compat import version_lt
+
+LLAMA_SERVER_SINCE = "0.30.0"  # the capability rules changed with the move to llama-server
 
 COMPLETION, TOOLS, INSERT, VISION, AUDIO, EMBEDDING, THINKING = (
     "completion",
@@ -168,7 +176,10 @@ def _str(config: dict[str, Any], key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def capabilities(facts: ModelFacts) -> list[str]:
+def capabilities(facts: ModelFacts, ollama_version: str | None = None) -> list[str]:
+    """What ``Model.Capabilities()`` of the given ollama release returns (the newest rules when None)."""
+    if ollama_version is not None and version_lt(ollama_version, LLAMA_SERVER_SINCE):
+        return _capabilities_before_llama_server(facts, ollama_version)
     config = facts.config
     renderer, parser, family = _str(config, "renderer"), _str(config, "parser"), _str(config, "model_family")
     model_format = _str(config, "model_format")
@@ -246,3 +257,38 @@ def _projector_audio(projector: GGUFMeta) -> bool:
         key.endswith(".has_audio_encoder") and value is True for key, value in projector.values.items()
     )
     return has_audio and projector.string("vision.projector_type") != "gemma3nv"
+
+
+def _capabilities_before_llama_server(facts: ModelFacts, ollama_version: str) -> list[str]:
+    config = facts.config
+    config_caps = [c for c in config.get("capabilities") or [] if isinstance(c, str)]
+    if "image" in config_caps and version_lt(ollama_version, "0.15.0"):
+        return ["image"]
+    caps: list[str] = []
+    if facts.has_model_layer:
+        if facts.model is not None:
+            caps.append(EMBEDDING if facts.model.has("pooling_type") else COMPLETION)
+            if facts.model.has("vision.block_count"):
+                caps.append(VISION)
+    else:
+        caps.extend(config_caps)
+    tmpl = _parse_template(facts.template if facts.template is not None else DEFAULT_TEMPLATE)
+    names: set[str] = set()
+    if tmpl.parsed is not None:
+        try:
+            names = go_template.variables(tmpl.parsed)
+        except go_template.TemplateError:
+            names = set()
+    tools, thinking = PARSERS.get(_str(config, "parser"), (False, False))
+    if "tools" in names or tools:
+        caps.append(TOOLS)
+    if "suffix" in names:
+        caps.append(INSERT)
+    if facts.projectors:
+        caps.append(VISION)
+    if THINKING in caps:
+        return caps
+    opening, closing = go_template.thinking_tags(tmpl.parsed) if tmpl.parsed is not None else ("", "")
+    if (opening and closing) or _str(config, "model_family") in ("gptoss", "gpt-oss") or thinking:
+        caps.append(THINKING)
+    return caps

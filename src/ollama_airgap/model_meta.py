@@ -47,9 +47,18 @@ def embedding_length(facts: ModelFacts, first_model: GGUFMeta | None, config: di
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-def model_facts_meta(manifest: ModelManifest, config: dict[str, Any], path_of: Callable[[str], Path]) -> dict[str, Any]:
-    """bundle.yaml's ``capabilities`` and ``embedding_length`` for a model whose blobs are in the cache."""
+def model_facts_meta(
+    manifest: ModelManifest,
+    config: dict[str, Any],
+    path_of: Callable[[str], Path],
+    ollama_version: str | None = None,
+) -> dict[str, Any]:
+    """bundle.yaml's ``capabilities`` (as the pinned ollama computes them) and ``embedding_length`` for a model
+    whose blobs are in the cache."""
     facts = model_facts(manifest, config, path_of)
     models = manifest.of_type(MODEL)
     first = _header(path_of(models[0].digest)) if len(models) > 1 else None
-    return {"capabilities": capabilities(facts), "embedding_length": embedding_length(facts, first, config)}
+    return {
+        "capabilities": capabilities(facts, ollama_version),
+        "embedding_length": embedding_length(facts, first, config),
+    }

@@ -573,3 +573,27 @@ def test_draft_model_is_restore_only_for_an_ollama_without_draft(
     assert meta["capabilities"] == list(entry.capabilities)
     with tarfile.open(tmp_path / "d.tar") as tar:
         assert not [name for name in tar.getnames() if name.startswith("modelfiles/")]
+
+
+def test_capabilities_follow_the_pinned_ollama_generation(
+    mirrors: Mirrors, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Pinned to 0.14.1 (before llama-server), bundle.yaml's capabilities are what that ollama's /api/show says
+    (the 0.14.1 stand-in, over the bundle's restored store)."""
+    kinds = ("chat", "vision-projector", "vision-inline", "embedding", "tools-thinking", "adapter", "legacy-prompt")
+    names = [mirrors.catalog.by_kind(kind)[0].short_name for kind in kinds]
+    spec = write_spec(tmp_path / "s.yaml", version=OLLAMA_VERSION_ZST, models=names)
+    code, result = build(tmp_path, mirrors, spec, tmp_path / "cache", tmp_path / "g.tar", capsys=capsys)
+    assert code == 0, result
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    subprocess.run(["tar", "-xf", str(tmp_path / "g.tar"), "-C", str(tree)], check=True)
+    server = start_standin(
+        write_standin(tmp_path / "ollama", OLLAMA_VERSION_ZST), tree / "models", tmp_path, tmp_path / "s.log"
+    )
+    try:
+        for meta in result["models"]:
+            shown = requests.post(f"{server.url}/api/show", json={"model": meta["short"]}, timeout=10).json()
+            assert shown["capabilities"] == meta["capabilities"], meta["short"]
+    finally:
+        server.stop()

@@ -162,3 +162,30 @@ def test_bundle_meta_from_cached_blobs(files: dict[str, Path], tmp_path: Path) -
     meta = model_facts_meta(manifest, {}, paths.__getitem__)
     assert meta == {"capabilities": ["completion", "vision", "tools", "thinking"], "embedding_length": 48}
     assert TEMPLATE != PROMPT
+
+
+def test_releases_before_llama_server_use_the_older_rules(files: dict[str, Path]) -> None:
+    """Model.Capabilities() of v0.14/v0.15: projector vision after tools, no chat-template detection, plain
+    appends, and v0.14's image short cut."""
+
+    def old(model: str | None, template: str | None = None, version: str = "0.14.1", **more: object) -> list[str]:
+        projectors = [read_gguf_meta(files[p]) for p in more.pop("projectors", [])]  # type: ignore[attr-defined]
+        facts = ModelFacts(
+            config=dict(more.pop("config", {})),  # type: ignore[call-overload]
+            model=read_gguf_meta(files[model]) if model else None,
+            has_model_layer=model is not None,
+            projectors=projectors,
+            template=template,
+        )
+        return capabilities(facts, version)
+
+    assert old("llama", QWEN3, projectors=["clip"]) == ["completion", "tools", "vision", "thinking"]
+    assert caps(files, "llama", QWEN3, projectors=["clip"]) == ["completion", "vision", "tools", "thinking"]
+    assert old("gemma3", ZEPHYR, projectors=["clip"]) == ["completion", "vision", "vision"]
+    assert old("llama-tools") == ["completion"]
+    assert old("bert") == ["embedding"]
+    assert old(None, config={"capabilities": ["completion"]}) == ["completion"]
+    assert old(None, config={"capabilities": ["image"]}) == ["image"]
+    assert old(None, version="0.15.0", config={"capabilities": ["image"]}) == ["image"]
+    assert old("llama", ZEPHYR, config={"model_family": "gptoss"}, version="0.29.9") == ["completion", "thinking"]
+    assert capabilities(ModelFacts(model=None, has_model_layer=True), "0.13.5") == []
