@@ -49,6 +49,8 @@ def test_capabilities_by_model_kind(standin_at: Callable[..., Standin], tmp_path
     }
     for name, capabilities in expected.items():
         assert client.show(name).capabilities == capabilities, name
+    listed = requests.get(f"{server.url}/api/tags", timeout=10).json()["models"]  # v0.30: the list has them too
+    assert {item["model"].removesuffix(":latest"): item["capabilities"] for item in listed} == expected
     llava = requests.post(f"{server.url}/api/show", json={"model": "llava"}, timeout=10).json()
     assert llava["modelfile"].count("\nFROM ") == 2  # the projector is an extra FROM line (Model.String)
 
@@ -57,6 +59,7 @@ def test_capabilities_by_model_kind(standin_at: Callable[..., Standin], tmp_path
     create(old, "go-tools", chat_gguf(tmp_path / "go.gguf"), template="{{ .Tools }}{{ .Suffix }}")
     assert old.client().show("agent").capabilities == ["completion"]
     assert old.client().show("go-tools").capabilities == ["completion", "tools", "insert"]
+    assert all("capabilities" not in item for item in requests.get(f"{old.url}/api/tags", timeout=10).json()["models"])
 
 
 @pytest.mark.parametrize("version", [CURRENT, OLD])

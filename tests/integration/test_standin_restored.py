@@ -101,7 +101,9 @@ def test_cloud_models_and_no_cloud(standin_at: Callable[..., Standin], tmp_path:
     assert error.status_code == 502 and "dial tcp: lookup ollama.com" in error.error
     assert refused(lambda: client.generate("remote-oss:local", "hello")).status_code == 404
 
-    closed = standin_at(CURRENT, models=models, OLLAMA_NO_CLOUD="1").client()
+    closed_server = standin_at(CURRENT, models=models, OLLAMA_NO_CLOUD="1")
+    assert "OLLAMA_NO_CLOUD:true" in closed_server.log.read_text()  # the "server config" line
+    closed = closed_server.client()
     for call in (
         lambda: closed.generate("remote-oss", "hello"),
         lambda: closed.chat("remote-oss", messages=[{"role": "user", "content": "hi"}]),

@@ -56,6 +56,12 @@ def cloud_disabled() -> bool:
     return at_least("0.16.2") and env_bool("OLLAMA_NO_CLOUD")
 
 
+def remotes() -> list[str]:
+    """envconfig.Remotes: OLLAMA_REMOTES split at commas, default ollama.com."""
+    raw = os.environ.get("OLLAMA_REMOTES", "").strip()
+    return raw.split(",") if raw else ["ollama.com"]
+
+
 def disabled_error(operation: str) -> ApiError:
     return ApiError(f"{DISABLED_PREFIX}: {operation}", 403)
 
@@ -79,7 +85,6 @@ def remote_refusal(model: Model, ref: ModelRef, path: str) -> ApiError:
     if cloud_disabled():
         return disabled_error(REMOTE_INFERENCE_UNAVAILABLE)
     remote = str(model.config.get("remote_host", ""))
-    remotes = [item for item in os.environ.get("OLLAMA_REMOTES", "").strip().split(",") if item] or ["ollama.com"]
-    if urllib.parse.urlsplit(remote).hostname not in remotes:
+    if urllib.parse.urlsplit(remote).hostname not in remotes():
         return ApiError("this server cannot run this remote model", 400)
     return ApiError(_dial_error(remote, path), 500)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -9,14 +10,16 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .capabilities import capabilities
 from .create import create_model, legacy_create_request
 from .create_layers import pull_error
 from .embed import EmbedHandler
+from .model import get_model
 from .names import parse_name
 from .show import show_response
 from .store import MT_MODEL
 from .util import ApiError, go_time
-from .version import VERSION
+from .version import VERSION, at_least
 
 
 class Handler(EmbedHandler):
@@ -88,6 +91,9 @@ class Handler(EmbedHandler):
                     },
                 }
             )
+            if at_least("0.30.0"):  # the model list cache (server/model_list_cache.go) adds capabilities
+                with contextlib.suppress(OSError, ValueError, ApiError):
+                    models[-1]["capabilities"] = capabilities(get_model(store, manifest))
             if config.get("remote_host"):  # api.ListModelResponse (v0.12)
                 models[-1]["remote_model"] = config.get("remote_model", "")
                 models[-1]["remote_host"] = config["remote_host"]

@@ -11,12 +11,13 @@ import threading
 from http.server import ThreadingHTTPServer
 from typing import Any
 
+from .cloud import cloud_disabled, remotes
 from .envconfig import allowed_origins, env_bool, join_host_port, models_dir, parse_host
 from .routes import Handler
 from .runtime import Runtime, detect_gpu
 from .store import Store
 from .util import human_bytes2, log
-from .version import VERSION
+from .version import VERSION, at_least
 
 
 class StandinHTTPServer(ThreadingHTTPServer):
@@ -84,7 +85,7 @@ def _mem_total() -> str:
 
 
 def _env_summary() -> str:
-    names = ["OLLAMA_HOST", "OLLAMA_KEEP_ALIVE", "OLLAMA_MODELS", "OLLAMA_NOPRUNE", "OLLAMA_ORIGINS"]
+    """envconfig.AsMap as the "server config" line prints it (the settings the stand-in reads)."""
     values = {
         "OLLAMA_HOST": parse_host().url(),
         "OLLAMA_KEEP_ALIVE": os.environ.get("OLLAMA_KEEP_ALIVE", "5m0s"),
@@ -92,4 +93,8 @@ def _env_summary() -> str:
         "OLLAMA_NOPRUNE": str(env_bool("OLLAMA_NOPRUNE")).lower(),
         "OLLAMA_ORIGINS": "[" + " ".join(allowed_origins()) + "]",
     }
-    return "map[" + " ".join(f"{name}:{values[name]}" for name in names) + "]"
+    if at_least("0.16.2"):
+        values["OLLAMA_NO_CLOUD"] = str(cloud_disabled()).lower()
+    if at_least("0.12.0"):
+        values["OLLAMA_REMOTES"] = "[" + " ".join(remotes()) + "]"
+    return "map[" + " ".join(f"{name}:{values[name]}" for name in sorted(values)) + "]"
