@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -100,6 +101,8 @@ def test_embed_and_embeddings(standin_at: Callable[..., Standin], tmp_path: Path
     norm = math.sqrt(math.fsum(v * v for v in legacy))
     assert [v / norm for v in legacy] == pytest.approx(first.embeddings[0])
     assert client.embeddings("embedder", prompt="").embedding == []
+    ran = server.cli("run", "embedder", "air gap")  # `ollama run` embeds with an embedding model (cmd.go)
+    assert ran.returncode == 0 and json.loads(ran.stdout) == pytest.approx(first.embeddings[0])
 
     with pytest.raises(ollama.ResponseError) as refused:  # llama-server runs chat models without --embedding
         client.embed("chat", input="air gap")

@@ -53,6 +53,8 @@ def test_modelfile_with_projector_adapter_draft_and_requires(
     assert config["draft"] == {"model_format": "gguf", "architecture": "llama"}
     shown = requests.post(f"{server.url}/api/show", json={"model": "kinds"}, timeout=10).json()
     assert shown["requires"] == "0.30.0"
+    table = server.cli("show", "kinds").stdout
+    assert "    requires            0.30.0" in table and "  Capabilities\n    completion\n    vision" in table
     assert shown["capabilities"] == ["completion", "vision"]
     lines = [line.split(" ", 1)[0] for line in shown["modelfile"].splitlines() if line and not line.startswith("#")]
     assert lines[:5] == ["FROM", "ADAPTER", "DRAFT", "FROM", "TEMPLATE"]  # Model.String order

@@ -184,12 +184,15 @@ def cli_show(args: argparse.Namespace) -> int:
         if f"{arch}.{key}" in info:
             rows.append((label, str(info[f"{arch}.{key}"])))
     rows.append(("quantization", details.get("quantization_level", "")))
+    if response.get("requires"):
+        rows.append(("requires", response["requires"]))
     print("  Model")
     for label, value in rows:
         print(f"    {label:<20}{value}")
-    print("\n  Capabilities")
-    for capability in response.get("capabilities") or []:
-        print(f"    {capability}")
+    if response.get("capabilities"):
+        print("\n  Capabilities")
+        for capability in response["capabilities"]:
+            print(f"    {capability}")
     if response.get("parameters"):
         print("\n  Parameters")
         for line in response["parameters"].splitlines():
@@ -236,6 +239,9 @@ def cli_run(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"model": args.model, "prompt": prompt}
     if args.keepalive:
         body["keep_alive"] = args.keepalive
+    info = client.json("POST", "/api/show", {"model": args.model})
+    if "embedding" in (info.get("capabilities") or []):  # RunHandler -> generateEmbedding
+        return _run_embedding(client, args, prompt)
     if not prompt:
         client.json("POST", "/api/generate", body)
         raise ClientError("interactive mode is not available in this ollama stand-in")
@@ -243,6 +249,21 @@ def cli_run(args: argparse.Namespace) -> int:
         sys.stdout.write(event.get("response", ""))
         sys.stdout.flush()
     sys.stdout.write("\n\n")
+    return 0
+
+
+def _run_embedding(client: Client, args: argparse.Namespace, prompt: str) -> int:
+    if not prompt:
+        raise ClientError(f'embedding models require input text. Usage: ollama run {args.model} "your text here"')
+    body: dict[str, Any] = {"model": args.model, "input": prompt}
+    if args.keepalive:
+        body["keep_alive"] = args.keepalive
+    if args.dimensions > 0:
+        body["dimensions"] = args.dimensions
+    embeddings = client.json("POST", "/api/embed", body).get("embeddings") or []
+    if not embeddings:
+        raise ClientError("no embeddings returned")
+    print(json.dumps(embeddings[0], separators=(",", ":")))
     return 0
 
 
@@ -269,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("model")
     run.add_argument("prompt", nargs="*")
     run.add_argument("--keepalive", default="")
+    run.add_argument("--dimensions", type=int, default=0)
     stop = sub.add_parser("stop", help="Stop a running model")
     stop.add_argument("model")
     for command in ("pull", "push"):
