@@ -27,6 +27,12 @@ description:
     is copied into staging while hashed. On any problem the staging directory is deleted and the module fails
     with one line naming the file; the previous O(dest) stays as it was. On success staging replaces O(dest) by an
     atomic exchange of the two directories (the old tree is removed after) and the record is written.
+  - A differential bundle (O(base_digest) set; each O(files) entry says whether the archive C(carried) it) is
+    assembled in staging from the files it carries (hashed while extracted) and the rest hard-linked (copied and
+    hashed where a link is impossible) from the base tree in O(dest), which must hold base O(base_digest) with an
+    intact record; each linked file must be listed with the same sha256 in the base's C(SHA256SUMS). Then the whole
+    staging tree must hold exactly the listed files before the atomic exchange. When the base is missing the module
+    fails, in check mode too, with one line naming the base's digest, and nothing changes.
 options:
   state:
     description: What to do.
@@ -59,6 +65,17 @@ options:
     description: Threads hashing an unpacked directory verified in place.
     type: int
     default: 4
+  base_digest:
+    description:
+      - sha256 (hex) of the base bundle's C(bundle.yaml) when the bundle is differential (its C(base.bundle_digest)).
+        With C(state=query), RV(base_present) tells whether O(dest) holds it.
+    type: str
+  rehash_base:
+    description:
+      - Re-hash the files taken from the base tree while assembling a differential bundle. Off by default, the
+        base files are trusted by the base's verification record (size, mtime_ns and inode unchanged since hashed).
+    type: bool
+    default: false
   public_key:
     description:
       - PEM Ed25519 public key (from C(bundle keygen)). When set, C(bundle.yaml.sig) must be a valid signature of
@@ -117,6 +134,18 @@ record:
   type: str
 hashed_bytes:
   description: Bytes hashed by this run (0 when the record was intact).
+  returned: state=present
+  type: int
+base_present:
+  description: Whether O(dest) holds the base O(base_digest) with an intact record.
+  returned: state=query with base_digest
+  type: bool
+holds:
+  description: Digest of the bundle O(dest) is recorded to hold ("" when none).
+  returned: state=query or state=present
+  type: str
+linked_files:
+  description: Files of a differential bundle taken from the base tree (state=present).
   returned: state=present
   type: int
 """
@@ -253,6 +282,32 @@ def write_record(state_dir: str, dest: str, digest: str, paths: list[str]) -> st
         os.fsync(handle.fileno())
     os.replace(partial, target)
     return target
+
+
+def recorded_digest(state_dir: str, dest: str) -> str:
+    """The digest of the bundle whose record names dest ("" when none)."""
+    directory = os.path.join(state_dir, "verified")
+    with contextlib.suppress(OSError):
+        for name in sorted(os.listdir(directory)):
+            if name.endswith(".json"):
+                with contextlib.suppress(OSError, ValueError), open(os.path.join(directory, name)) as handle:
+                    record = json.load(handle)
+                    if record.get("dest") == dest and is_hex64(record.get("digest")):
+                        return str(record["digest"])
+    return ""
+
+
+def require_base(state_dir: str, dest: str, base: str) -> None:
+    """A differential bundle needs its base, intact, in dest."""
+    if record_is_current(state_dir, dest, base):
+        return
+    holds = recorded_digest(state_dir, dest)
+    what = f"it holds bundle {holds}" if holds else "it holds no verified bundle"
+    state = "" if not holds or record_is_current(state_dir, dest, holds) else " (altered since verified)"
+    raise BundleError(
+        f"this differential bundle needs base bundle {base} in {dest}, and {what}{state}; "
+        "deploy the base or a full bundle first. Nothing was changed"
+    )
 
 
 def free_bytes(path: str) -> int:
@@ -409,10 +464,31 @@ def exchange(staging: str, dest: str) -> None:
     os.rename(aside, staging)
 
 
-def extract_archive(src: str, staging: str, listed: dict[str, tuple[int, str]], digest: str, sums_sha256: str) -> int:
+def carried_set(files: list[dict]) -> set[str] | None:
+    """The paths a differential bundle's archive carries; None when no entry says (a full bundle)."""
+    if not any("carried" in item for item in files):
+        return None
+    for item in files:
+        if not isinstance(item.get("carried"), bool):
+            raise BundleError(f"{item.get('path')}: carried is not true or false in {MANIFEST_NAME}")
+    return {item["path"] for item in files if item["carried"]}
+
+
+def in_archive(listed: dict[str, tuple[int, str]], carried: set[str] | None) -> dict[str, tuple[int, str]]:
+    return listed if carried is None else {path: value for path, value in listed.items() if path in carried}
+
+
+def extract_archive(
+    src: str,
+    staging: str,
+    listed: dict[str, tuple[int, str]],
+    digest: str,
+    sums_sha256: str,
+    carried: set[str] | None = None,
+) -> int:
     hashed = 0
     with tarfile.open(src, "r:") as tar:
-        members = scan_archive(tar, os.path.getsize(src), listed)
+        members = scan_archive(tar, os.path.getsize(src), in_archive(listed, carried))
         os.makedirs(staging, mode=0o755)
         for member in members:
             reader = tar.extractfile(member)
@@ -436,8 +512,15 @@ def extract_archive(src: str, staging: str, listed: dict[str, tuple[int, str]], 
     return hashed
 
 
-def copy_directory(src: str, staging: str, listed: dict[str, tuple[int, str]], digest: str, sums_sha256: str) -> int:
-    walk_tree(src, listed)
+def copy_directory(
+    src: str,
+    staging: str,
+    listed: dict[str, tuple[int, str]],
+    digest: str,
+    sums_sha256: str,
+    carried: set[str] | None = None,
+) -> int:
+    walk_tree(src, in_archive(listed, carried))
     with open(os.path.join(src, MANIFEST_NAME), "rb") as handle:
         manifest = handle.read(MAX_MANIFEST + 1)
     check_manifest_digest(manifest, digest)
@@ -454,7 +537,7 @@ def copy_directory(src: str, staging: str, listed: dict[str, tuple[int, str]], d
         with open(os.path.join(staging, name), "xb") as handle:
             handle.write(data)
     hashed = 0
-    for path, (size, expected) in listed.items():
+    for path, (size, expected) in in_archive(listed, carried).items():
         target = os.path.join(staging, path)
         os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
         with open(os.path.join(src, path), "rb", buffering=0) as reader:
@@ -463,6 +546,52 @@ def copy_directory(src: str, staging: str, listed: dict[str, tuple[int, str]], d
         if got != expected:
             raise BundleError(f"{path} is altered (sha256 {got}, expected {expected})")
     return hashed
+
+
+def read_base_sums(base_root: str) -> dict[str, str]:
+    """path -> sha256 from the base tree's SHA256SUMS (intact: its record was checked)."""
+    sums: dict[str, str] = {}
+    with open(os.path.join(base_root, SUMS_NAME), encoding="utf-8") as handle:
+        for line in handle:
+            digest, sep, path = line.rstrip("\n").partition("  ")
+            if sep and is_hex64(digest):
+                sums[path] = digest
+    return sums
+
+
+def link_from_base(
+    base_root: str, staging: str, listed: dict[str, tuple[int, str]], carried: set[str], rehash: bool
+) -> tuple[int, int]:
+    """Hard-link (or copy while hashing) every file the delta does not carry from the base tree into staging.
+    Returns (files linked, bytes hashed)."""
+    base_sums = read_base_sums(base_root)
+    linked = hashed = 0
+    for path, (size, expected) in listed.items():
+        if path in carried:
+            continue
+        if base_sums.get(path) != expected:
+            raise BundleError(f"{path}: the base on this host does not list it with sha256 {expected}")
+        source = os.path.join(base_root, path)
+        info = os.lstat(source)
+        if not stat.S_ISREG(info.st_mode) or info.st_size != size:
+            raise BundleError(f"{path} in the base tree is altered (size {info.st_size}, expected {size})")
+        if rehash:
+            got = hash_file(source)
+            hashed += size
+            if got != expected:
+                raise BundleError(f"{path} in the base tree is altered (sha256 {got}, expected {expected})")
+        target = os.path.join(staging, path)
+        os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+        try:
+            os.link(source, target, follow_symlinks=False)
+        except OSError:  # another file system, a link limit: copy, hashing
+            with open(source, "rb", buffering=0) as reader:
+                got = copy_hashing(reader, target, size)
+            hashed += size
+            if got != expected:
+                raise BundleError(f"{path} in the base tree is altered (sha256 {got}, expected {expected})") from None
+        linked += 1
+    return linked, hashed
 
 
 def verify_in_place(root: str, listed: dict[str, tuple[int, str]], digest: str, sums_sha256: str, workers: int) -> int:
@@ -534,8 +663,17 @@ def ensure_present(module: AnsibleModule, src: str | None, dest: str, state_dir:
             check_signature(module, signed_source, params["public_key"])
     if current:
         return {"changed": False, "current": True, "digest": digest, "root": dest, "record": record, "hashed_bytes": 0}
+    base = params["base_digest"]
+    if base:
+        require_base(state_dir, dest, base)
+    diff = {"before": f"bundle {recorded_digest(state_dir, dest) or '(none)'}\n", "after": f"bundle {digest}\n"}
+    if base:
+        diff["after"] += f"assembled from base bundle {base} and the files the differential bundle carries\n"
     if module.check_mode:
-        return {"changed": True, "current": False, "digest": digest, "root": dest, "record": record, "hashed_bytes": 0}
+        return {
+            "changed": True, "current": False, "digest": digest, "root": dest, "record": record, "hashed_bytes": 0,
+            "diff": diff,
+        }  # fmt: skip
     if not src:
         raise BundleError(f"{dest} does not hold bundle {digest} and no src was given")
     if not os.path.exists(src):
@@ -543,8 +681,12 @@ def ensure_present(module: AnsibleModule, src: str | None, dest: str, state_dir:
     if params["files"] is None or not is_hex64(params["sums_sha256"]):
         raise BundleError("state=present needs files and sums_sha256 from the parsed bundle.yaml")
     listed = expected_files(params["files"])
+    carried = carried_set(params["files"])
+    if bool(base) != (carried is not None):
+        raise BundleError("a differential bundle needs both base_digest and the carried mark of every file")
+    linked = 0
     src = os.path.realpath(src)
-    if os.path.isdir(src) and src == dest:
+    if os.path.isdir(src) and src == dest and not base:
         hashed = verify_in_place(src, listed, digest, params["sums_sha256"], params["workers"])
     else:
         parent = os.path.dirname(dest)
@@ -553,15 +695,22 @@ def ensure_present(module: AnsibleModule, src: str | None, dest: str, state_dir:
         shutil.rmtree(staging, ignore_errors=True)
         try:
             if os.path.isdir(src):
-                hashed = copy_directory(src, staging, listed, digest, params["sums_sha256"])
+                hashed = copy_directory(src, staging, listed, digest, params["sums_sha256"], carried)
             else:
-                hashed = extract_archive(src, staging, listed, digest, params["sums_sha256"])
+                hashed = extract_archive(src, staging, listed, digest, params["sums_sha256"], carried)
+            if carried is not None:
+                linked, base_hashed = link_from_base(dest, staging, listed, carried, params["rehash_base"])
+                hashed += base_hashed
+                walk_tree(staging, listed)  # the complete tree: exactly the listed files, each of its size
             exchange(staging, dest)
         finally:
             shutil.rmtree(staging, ignore_errors=True)  # the refused tree, or the old one after the exchange
     signed = [SIGNATURE_NAME] if os.path.isfile(os.path.join(dest, SIGNATURE_NAME)) else []
     record = write_record(state_dir, dest, digest, [MANIFEST_NAME, SUMS_NAME, *signed, *listed])
-    return {"changed": True, "current": True, "digest": digest, "root": dest, "record": record, "hashed_bytes": hashed}
+    return {
+        "changed": True, "current": True, "digest": digest, "root": dest, "record": record, "hashed_bytes": hashed,
+        "linked_files": linked, "diff": diff,
+    }  # fmt: skip
 
 
 def main() -> None:
@@ -576,6 +725,8 @@ def main() -> None:
             "sums_sha256": {"type": "str"},
             "workers": {"type": "int", "default": 4},
             "public_key": {"type": "str"},
+            "base_digest": {"type": "str"},
+            "rehash_base": {"type": "bool", "default": False},
         },
         required_if=[
             ("state", "inspected", ["src"]),
@@ -589,6 +740,8 @@ def main() -> None:
     expected = params["manifest_sha256"]
     if expected is not None and not is_hex64(expected):
         module.fail_json(msg=f"manifest_sha256 must be 64 lowercase hex digits, got {expected!r}")
+    if params["base_digest"] is not None and not is_hex64(params["base_digest"]):
+        module.fail_json(msg=f"base_digest must be 64 lowercase hex digits, got {params['base_digest']!r}")
     dest = os.path.realpath(params["dest"]) if params["dest"] else None
     state_dir = params["state_dir"]
     try:
@@ -606,9 +759,12 @@ def main() -> None:
         assert dest is not None
         if state == "query":
             current = record_is_current(state_dir, dest, expected)
+            base = params["base_digest"]
             module.exit_json(
                 changed=False,
                 current=current,
+                holds=recorded_digest(state_dir, dest),
+                base_present=bool(base) and record_is_current(state_dir, dest, base),
                 digest=expected,
                 record=record_path(state_dir, expected),
                 free_bytes=free_bytes(os.path.dirname(dest)),

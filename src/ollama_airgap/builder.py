@@ -18,6 +18,7 @@ from . import __version__
 from .bundle import LOCK_NAME, Entry, manifest_bytes, pack, sums_text
 from .cache import BlobCache
 from .container_image import ImageArchive, ResolvedImage, image_archive, resolve_image
+from .delta import BaseBundle, delta_meta, sidecar_path, split_entries
 from .download import Fetcher
 from .errors import AirgapError, DiskSpaceError, SpecError, UnsupportedModelError, VerifyError
 from .hashing import digest_hex, sha256_bytes, sha256_file
@@ -87,6 +88,9 @@ class BuildResult:
     bytes_downloaded: int
     cached_blobs: int
     fetched_blobs: int
+    delta_of: str = ""  # base bundle digest when this is a differential bundle
+    carried_files: int = 0
+    carried_bytes: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -99,6 +103,9 @@ class BuildResult:
             "bytes_downloaded": self.bytes_downloaded,
             "cached_blobs": self.cached_blobs,
             "fetched_blobs": self.fetched_blobs,
+            "delta_of": self.delta_of or None,
+            "carried_files": self.carried_files,
+            "carried_bytes": self.carried_bytes,
         }
 
 
@@ -117,8 +124,10 @@ class Builder:
         jobs: int = 4,
         fetcher: Fetcher | None = None,
         sign_key: Ed25519PrivateKey | None = None,
+        base: BaseBundle | None = None,
     ) -> None:
         self.sign_key = sign_key
+        self.base = base  # build a differential bundle carrying only what this base lacks
         self.spec = spec
         self.cache = cache
         self.reporter = reporter
@@ -471,11 +480,16 @@ class Builder:
             "spec": _plain(self.spec.raw),
         }
         sums = sums_text(ordered)
-        manifest = manifest_bytes(meta, ordered, sums)
+        carried, carried_set = ordered, None
+        if self.base is not None:
+            carried, carried_set = split_entries(self.base, ordered)
+            meta.update(delta_meta(self.base, carried))
+        manifest = manifest_bytes(meta, ordered, sums, carried_set)
         signature = sign(manifest, self.sign_key) if self.sign_key else None
-        size = pack(output, manifest, sums, ordered, resolved_at, self.reporter, signature)
+        size = pack(output, manifest, sums, carried, resolved_at, self.reporter, signature)
         lock_path = output.with_name(output.name.removesuffix(".tar") + ".lock.yaml")
         lock_path.write_bytes(lock_data)
+        sidecar_path(output).write_bytes(manifest)  # a later --base needs only this, not the archive
         return BuildResult(
             archive=output,
             size=size,
@@ -486,6 +500,9 @@ class Builder:
             bytes_downloaded=self.fetcher.stats.bytes_downloaded,
             cached_blobs=cached,
             fetched_blobs=fetched,
+            delta_of=self.base.digest if self.base else "",
+            carried_files=len(carried),
+            carried_bytes=sum(e.size for e in carried),
         )
 
     def _model_meta(self, model: ResolvedModel) -> dict[str, Any]:

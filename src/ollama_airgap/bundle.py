@@ -72,13 +72,21 @@ def sums_text(entries: Iterable[Entry]) -> bytes:
     return "".join(f"{e.sha256}  {e.path}\n" for e in entries).encode()
 
 
-def manifest_bytes(meta: dict[str, Any], entries: list[Entry], sums: bytes) -> bytes:
+def manifest_bytes(meta: dict[str, Any], entries: list[Entry], sums: bytes, carried: set[str] | None = None) -> bytes:
+    """bundle.yaml. With ``carried`` (a differential bundle), each file says whether the archive holds it."""
+
+    def listing(e: Entry) -> dict[str, Any]:
+        item: dict[str, Any] = {"path": e.path, "size": e.size, "sha256": e.sha256}
+        if carried is not None:
+            item["carried"] = e.path in carried
+        return item
+
     document = {
         "format": FORMAT,
         **meta,
         "total_size": sum(e.size for e in entries),
         "sha256sums_sha256": sha256_bytes(sums),
-        "files": [{"path": e.path, "size": e.size, "sha256": e.sha256} for e in entries],
+        "files": [listing(e) for e in entries],
     }
     return yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=120).encode()
 
@@ -95,6 +103,29 @@ class BundleIndex:
     @property
     def sums_sha256(self) -> str:
         return str(self.document["sha256sums_sha256"])
+
+    @property
+    def base_digest(self) -> str:
+        """sha256 of the base's bundle.yaml for a differential bundle, "" for a full one."""
+        return base_digest(self.document)
+
+    @property
+    def carried(self) -> set[str]:
+        """The files an archive of this bundle holds (all of them, unless it is a differential bundle)."""
+        paths = carried_paths(self.document)
+        return set(self.files) if paths is None else paths
+
+
+def carried_paths(document: dict[str, Any]) -> set[str] | None:
+    """The paths a bundle.yaml says its archive carries; None for a full bundle (it carries everything)."""
+    if not isinstance(document.get("base"), dict):
+        return None
+    return {str(f["path"]) for f in document.get("files") or [] if isinstance(f, dict) and f.get("carried", True)}
+
+
+def base_digest(document: dict[str, Any]) -> str:
+    base = document.get("base")
+    return str(base.get("bundle_digest", "")) if isinstance(base, dict) else ""
 
 
 def read_index(data: bytes, source: str) -> BundleIndex:
@@ -116,11 +147,15 @@ def read_index(data: bytes, source: str) -> BundleIndex:
         check_member_path(path)
         if not HEX_RE.match(digest) or size < 0:
             raise VerifyError(f"{source}: {MANIFEST_NAME}: bad size or sha256 for {path}")
+        if not isinstance(item.get("carried", True), bool):
+            raise VerifyError(f"{source}: {MANIFEST_NAME}: carried of {path} is not true or false")
         if path in files or path in (MANIFEST_NAME, SUMS_NAME, SIGNATURE_NAME):
             raise VerifyError(f"{source}: {MANIFEST_NAME}: {path} is listed twice")
         files[path] = (size, digest)
     if not HEX_RE.match(str(document.get("sha256sums_sha256", ""))):
         raise VerifyError(f"{source}: {MANIFEST_NAME}: no sha256sums_sha256")
+    if "base" in document and not HEX_RE.match(base_digest(document)):
+        raise VerifyError(f"{source}: {MANIFEST_NAME}: base.bundle_digest is not a sha256")
     return BundleIndex(document=document, files=files, digest=sha256_bytes(data), raw=data)
 
 
@@ -231,6 +266,8 @@ def pack(
 class VerifyReport:
     source: str
     bundle_digest: str = ""
+    delta_of: str = ""  # base bundle digest of a differential bundle
+    from_base: int = 0  # files it takes from its base (not in the archive)
     files: int = 0
     bytes: int = 0
     problems: list[str] = field(default_factory=list)
@@ -249,6 +286,8 @@ class VerifyReport:
             "source": self.source,
             "ok": self.ok,
             "bundle_digest": self.bundle_digest,
+            "delta_of": self.delta_of or None,
+            "from_base": self.from_base,
             "files": self.files,
             "bytes": self.bytes,
             "problems": self.problems,
@@ -338,7 +377,7 @@ def verify_dir(
     for path, (size, digest) in index.files.items():
         full = root / path
         if path not in seen:
-            report.problems.append(f"{path} is missing")
+            report.problems.append(f"{path} is missing" + _from_base_note(index, path))
         elif full.stat().st_size != size:
             report.problems.append(f"{path} is altered (size {full.stat().st_size}, expected {size})")
         else:
@@ -424,6 +463,9 @@ def verify_archive(
     _check_sums(index, scan.sums, report)
     jobs = []
     seen: set[str] = set()
+    carried = index.carried
+    report.delta_of = index.base_digest
+    report.from_base = len(index.files) - len(carried)
     for member in members:
         name = member.name.removeprefix("./")
         if name in seen:
@@ -433,14 +475,23 @@ def verify_archive(
         if name not in index.files:
             report.problems.append(f"{name} is not listed in {MANIFEST_NAME}")
             continue
+        if name not in carried:
+            report.problems.append(f"{name} is in the archive but {MANIFEST_NAME} says it comes from the base")
+            continue
         size, digest = index.files[name]
         if member.size != size:
             report.problems.append(f"{name} is altered (size {member.size}, expected {size})")
             continue
         jobs.append((name, archive, member.offset_data, size, digest))
-    report.problems.extend(f"{path} is missing" for path in index.files if path not in seen)
+    report.problems.extend(f"{path} is missing" for path in carried if path not in seen)
     _hash_all(jobs, report, reporter, workers or default_workers())
     return report
+
+
+def _from_base_note(index: BundleIndex, path: str) -> str:
+    if path in index.carried:
+        return ""
+    return f" (a differential bundle: it comes from base bundle sha256:{index.base_digest}, assembled on a host)"
 
 
 def read_bundle_index(source: Path) -> BundleIndex:

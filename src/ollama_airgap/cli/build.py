@@ -9,6 +9,7 @@ from typing import Any
 
 from ..builder import Builder
 from ..cache import BlobCache, default_cache_dir
+from ..delta import load_base
 from ..download import Fetcher, RetryPolicy
 from ..errors import SpecError
 from ..lock import load_lock
@@ -55,6 +56,16 @@ def register(sub: Any) -> None:
         metavar="HOST=URL",
         help="base URL standing in for an upstream host (registry.ollama.ai, github.com, ghcr.io); repeatable",
     )
+    parser.add_argument(
+        "--base",
+        type=Path,
+        metavar="OLD",
+        help=(
+            "build a differential bundle carrying only the files this base lacks: the base's archive, unpacked "
+            "directory, bundle.yaml (or the <name>.bundle.yaml written beside its archive) or <name>.lock.yaml "
+            "(found beside its bundle.yaml or archive). Hosts assemble the complete bundle from the base they hold"
+        ),
+    )
     parser.add_argument("--sign-key", type=Path, help="Ed25519 private key (bundle keygen) to sign bundle.yaml")
     parser.add_argument("--jobs", "-j", type=int, default=4, help="blobs fetched at once (default 4)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a retry (default 60)")
@@ -74,11 +85,17 @@ def run(args: argparse.Namespace, reporter: Reporter) -> tuple[dict[str, Any], s
     output = args.output or Path("dist") / f"{spec.name}.tar"
     cache = BlobCache(args.cache or default_cache_dir())
     sign_key = load_private_key(args.sign_key) if args.sign_key else None
-    builder = Builder(spec, cache, reporter, lock=lock, jobs=args.jobs, fetcher=fetcher, sign_key=sign_key)
+    base = load_base(args.base) if args.base else None
+    builder = Builder(spec, cache, reporter, lock=lock, jobs=args.jobs, fetcher=fetcher, sign_key=sign_key, base=base)
     result = builder.build(output)
     human = (
         f"wrote {result.archive} ({result.size} bytes, {result.files} files, bundle sha256:{result.bundle_digest})\n"
         f"lock: {result.lock_path}; downloaded {result.bytes_downloaded} bytes, "
         f"{result.fetched_blobs} blobs fetched, {result.cached_blobs} from cache"
     )
+    if result.delta_of:
+        human += (
+            f"\ndifferential bundle over base sha256:{result.delta_of}: carries {result.carried_files} of "
+            f"{result.files} files ({result.carried_bytes} bytes); the rest comes from the base on each host"
+        )
     return {"ok": True, **result.as_dict()}, human, 0

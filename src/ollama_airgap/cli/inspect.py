@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..bundle import read_bundle_index
+from ..delta import whats_new
 from ..errors import SpecError
 from ..progress import Reporter
 
@@ -30,6 +31,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> tuple[dict[str, Any], s
         raise SpecError(f"{source}: no such archive or directory")
     index = read_bundle_index(source)
     doc = index.document
+    delta = whats_new(doc)
     result = {
         "source": str(source),
         "name": doc.get("name"),
@@ -40,6 +42,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> tuple[dict[str, Any], s
         "models": doc.get("models"),
         "images": doc.get("images"),
         "files": len(index.files),
+        "delta": delta,  # what a differential bundle adds to its base; null for a full bundle
     }
     if not args.json:
         console = Console()
@@ -63,9 +66,33 @@ def run(args: argparse.Namespace, reporter: Reporter) -> tuple[dict[str, Any], s
             if model.get("restore_only"):
                 line += f"; restore only: {model.get('restore_only_reason', '')}"
             console.print(line, soft_wrap=True, markup=False, highlight=False)
+        if delta:
+            _print_delta(console, delta)
         for image in doc.get("images") or []:
             console.print(
                 f"image {image.get('reference')} [{image.get('platform')}]  id {str(image.get('image_id'))[:19]}  "
                 f"{image.get('size')} bytes  {image.get('path')}"
             )
     return result, "", 0
+
+
+def _print_delta(console: Console, delta: dict[str, Any]) -> None:
+    """What a differential bundle adds to its base."""
+    ollama = delta["ollama"]
+    lines = [
+        f"differential bundle over base {delta['base_name']} sha256:{delta['base_digest']}",
+        f"  ollama: {ollama['base']} -> {ollama['now']}" if ollama["changed"] else f"  ollama: {ollama['now']} (base)",
+        "  models added: " + (", ".join(delta["models_added"]) or "none"),
+        "  models changed: " + (", ".join(delta["models_changed"]) or "none"),
+        "  models from the base: " + (", ".join(delta["models_from_base"]) or "none"),
+    ]
+    if delta["models_dropped"]:
+        lines.append("  models in the base, not in this bundle: " + ", ".join(delta["models_dropped"]))
+    if delta["images_added"]:
+        lines.append("  images added: " + ", ".join(delta["images_added"]))
+    lines.append(
+        f"  carried: {delta['files_carried']} files, {delta['bytes_carried']} bytes; "
+        f"from the base: {delta['files_from_base']} files, {delta['bytes_from_base']} bytes"
+    )
+    for line in lines:
+        console.print(line, soft_wrap=True, markup=False, highlight=False)

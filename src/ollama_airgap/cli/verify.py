@@ -32,4 +32,9 @@ def run(args: argparse.Namespace, reporter: Reporter) -> tuple[dict[str, Any], s
     if not args.json:
         report.raise_for_problems()
     human = f"{source}: OK, {report.files} files, {report.bytes} bytes, bundle sha256:{report.bundle_digest}"
+    if report.delta_of and not source.is_dir():
+        human += (
+            f"\na differential bundle of base sha256:{report.delta_of}: it carries the files checked above; "
+            f"{report.from_base} more come from the base, checked when a host assembles the complete bundle"
+        )
     return report.as_dict(), human, 0 if report.ok else 3
