@@ -111,6 +111,9 @@ def test_embed_and_embeddings(standin_at: Callable[..., Standin], tmp_path: Path
     with pytest.raises(ollama.ResponseError) as legacy_refused:
         client.embeddings("chat", prompt="air gap")
     assert legacy_refused.value.status_code == 500
+    with pytest.raises(ollama.ResponseError) as missing:
+        client.embed("absent", input="air gap")
+    assert missing.value.status_code == 404 and missing.value.error == 'model "absent" not found, try pulling it first'
     with pytest.raises(ollama.ResponseError, match="invalid input type"):
         requests_error(server, "/api/embed", {"model": "embedder", "input": [1, 2]})
 

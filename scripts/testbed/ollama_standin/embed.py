@@ -10,6 +10,7 @@ normalises again), /api/embeddings returns them as the runner gives them.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -27,10 +28,14 @@ class EmbedHandler(InferenceHandler):
     """/api/embed and /api/embeddings."""
 
     def _embedding_model(self, request: dict[str, Any], path: str) -> tuple[Model, float, float]:
-        model, _ref = self._find(request, path)
+        name = str(request.get("model") or "")
+        missing = ApiError(f"model {json.dumps(name)} not found, try pulling it first", 404)  # handleScheduleError
+        try:
+            model, _ref = self._find(request, path)
+        except ApiError as err:
+            raise (missing if err.status == 404 else err) from None
         if model.is_remote or (model.model_path is None and not model.tensor_layers):
-            name = str(request.get("model") or "")
-            raise ApiError(f'model "{name}" not found, try pulling it first', 404)
+            raise missing
         options, keep_alive = self._options(model, request)
         started = time.monotonic()
         self.server.runtime.load(model, keep_alive, int(options.get("num_ctx") or 4096))
