@@ -94,7 +94,9 @@ def test_site_deploys_every_host(deployed: Deployment) -> None:
         ):
             assert setting in unit, unit
         assert "OLLAMA_ORIGINS" not in unit
-        owner = host.ssh("stat -c '%U:%G %a' /usr/share/ollama/.ollama/models /usr/local/bin/ollama").stdout.split("\n")
+        # -L: bin/ollama is a link to the active release (library/airgap_ollama_release.py); check what it runs.
+        stat = "stat -L -c '%U:%G %a' /usr/share/ollama/.ollama/models /usr/local/bin/ollama"
+        owner = host.ssh(stat).stdout.split("\n")
         assert owner[0] == "ollama:ollama 755" and owner[1] == "root:root 755"
         groups = host.ssh("id -nG ollama").stdout.split()
         assert "video" in groups  # render/video exist on Debian: the service user joins them
