@@ -421,6 +421,11 @@ def zoo_models(gguf_dir: Path) -> tuple[dict[str, GGUFFile], list[ZooModel]]:
             cfg("split-1", "llama", "1.1B"),
             rootfs=False,
             embedding_length=64,
+            restore_only=True,
+            restore_only_reason=(
+                "several model layers (split GGUF): released ollama's create joins split parts only by their "
+                "*-0000i-of-0000n.gguf file names (server/create.go mergeSplitGGUFLayers), not blob paths"
+            ),
         ),
         # embedding: no template; params as nomic-embed-text is served
         ZooModel(

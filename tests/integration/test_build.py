@@ -406,9 +406,7 @@ def test_every_kind_is_recorded_as_ollama_sees_it(kinds_build: dict, mirrors: Mi
         assert meta["capabilities"] == list(entry.capabilities), entry.short_name
         assert meta["embedding_length"] == entry.embedding_length, entry.short_name
         assert meta["requires"] == entry.requires
-        # Several model layers (split GGUF) cannot be created from blob paths by released ollama: its create joins
-        # split parts only by their llama.cpp file names (server/create.go splitGGUFGroupKey).
-        restore_only = entry.restore_only or len(entry.layers_of(MODEL_MEDIA)) > 1
+        restore_only = entry.restore_only
         assert meta["restore_only"] is restore_only, entry.short_name
         modelfile = kinds_build["tree"] / f"modelfiles/registry.ollama.ai/{entry.repository}/{entry.tag}.Modelfile"
         if restore_only:

@@ -256,7 +256,10 @@ def test_zoo_has_every_kind(mirrors: Mirrors) -> None:
     }
     assert catalog["nomic-embed-text"].capabilities == ("embedding",)
     assert catalog["nomic-embed-text"].embedding_length == 64
-    assert [entry.short_name for entry in catalog if entry.restore_only] == ["acme/tiny-safetensors:v1"]
+    assert [entry.short_name for entry in catalog if entry.restore_only] == [
+        "acme/split-llama:v1",
+        "acme/tiny-safetensors:v1",
+    ]
     with pytest.raises(KeyError):
         catalog.by_kind("no-such-kind")
 
