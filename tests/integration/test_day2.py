@@ -47,6 +47,8 @@ class Day2:
     bundles: dict[str, Path]  # ollama version → bundle with the demo models and the WebUI image
     run: PlaybookRunner
     first: PlaybookResult
+    mirrors: Mirrors
+    tmp: Path
 
     def deploy(
         self, version: str, *playbooks: str, extra: tuple[str, ...] = (), **extra_vars: object
@@ -86,10 +88,12 @@ def assert_unchanged(result: PlaybookResult, hosts: list[Host]) -> None:
         assert counts.get("changed") == 0 and counts.get("failed") == 0, result.explain()
 
 
-def build(mirrors: Mirrors, tmp: Path, version: str) -> Path:
+def build(mirrors: Mirrors, tmp: Path, version: str, drop: str = "") -> Path:
     spec = yaml.safe_load((REPO / "bundles" / "demo.yaml").read_text())
     spec["ollama"] = {"version": version, "architectures": ["amd64"]}
     spec["images"] = [WEBUI_IMAGE]
+    spec["models"] = [name for name in spec["models"] if name != drop]
+    version = f"{version}{'-without-' + drop.replace(':', '_') if drop else ''}"
     (tmp / f"day2-{version}.yaml").write_text(yaml.safe_dump(spec))
     github = mirrors.release_base_url.split("/ollama/ollama/")[0]
     argv = [
@@ -116,7 +120,7 @@ def day2(
     first = ansible_playbook("site.yml", bundle_src=str(bundles[OLLAMA_VERSION_ZST]))
     assert first.returncode == 0, first.explain()
     try:
-        yield Day2(test_hosts.hosts, bundles, ansible_playbook, first)
+        yield Day2(test_hosts.hosts, bundles, ansible_playbook, first, mirrors, tmp)
     finally:
         for host in test_hosts.hosts:
             host.ssh(f"rm -rf {FAKE_SMI.rsplit('/', 1)[0]} /dev/nvidia0 /dev/nvidiactl /dev/nvidia-uvm", check=False)
@@ -197,6 +201,8 @@ def test_gpu_preflight_refuses_a_missing_or_too_old_driver(day2: Day2) -> None:
     host, cpu_host = day2.hosts[0], day2.hosts[1]
     phases = ("playbooks/bundle.yml", "playbooks/ollama.yml")
     limit = ("--limit", host.name)
+    settled = day2.deploy(OLLAMA_VERSION_CURRENT, *phases, extra=limit)  # where the tests above leave it
+    assert settled.returncode == 0, settled.explain()
     state = (active(host), host.ssh("systemctl show -p MainPID --value ollama").stdout)
     refusals = {
         "rtx4090-535": (
@@ -222,22 +228,66 @@ def test_gpu_preflight_refuses_a_missing_or_too_old_driver(day2: Day2) -> None:
         assert f"GPU pre-flight on {host.name}: " in report.output and problem in report.output
     assert (active(host), host.ssh("systemctl show -p MainPID --value ollama").stdout) == state  # untouched
 
-    # A supported GPU with its device nodes passes with require_gpu; a host without any GPU is refused.
+    # A supported GPU with its device nodes passes with require_gpu once the render group exists (the test bed's
+    # minbase hosts have no udev, so no render group); a host without any GPU is refused.
     put_fake_nvidia_smi(host, "h100-570")
     host.ssh("touch /dev/nvidiactl /dev/nvidia-uvm /dev/nvidia0 /dev/nvidia1")
+    added_render = host.ssh("getent group render", check=False).returncode != 0
     try:
+        if added_render:
+            refused = day2.deploy(
+                OLLAMA_VERSION_CURRENT, *phases, extra=limit, ollama_nvidia_smi=FAKE_SMI, ollama_require_gpu=True
+            )
+            assert refused.returncode != 0, refused.explain()
+            groups = "group(s) render missing: the service user cannot open the GPU devices"
+            assert f"ollama: {host.name} fails the GPU pre-flight: {groups}" in refused.output
+            host.ssh("groupadd --system render")
         ready = day2.deploy(
             OLLAMA_VERSION_CURRENT, *phases, extra=limit, ollama_nvidia_smi=FAKE_SMI, ollama_require_gpu=True
         )
         assert ready.returncode == 0, ready.explain()
         assert f"GPU pre-flight on {host.name}: NVIDIA driver 570.133.20 (CUDA 12.8): " in ready.output
-        assert ": ready" in ready.output
+        assert "NVIDIA H100 80GB HBM3 cc 9.0: ready" in ready.output
     finally:
         host.ssh("rm -f /dev/nvidiactl /dev/nvidia-uvm /dev/nvidia0 /dev/nvidia1", check=False)
+        if added_render:
+            host.ssh("groupdel render", check=False)
     cpu = day2.deploy(OLLAMA_VERSION_CURRENT, *phases, extra=("--limit", cpu_host.name), ollama_require_gpu=True)
     assert cpu.returncode != 0, cpu.explain()
     refusal = "fails the GPU pre-flight: no GPU found (no NVIDIA driver or GPU): models run on the CPU"
     assert f"ollama: {cpu_host.name} {refusal}" in cpu.output
+
+
+def test_prune_removes_only_the_models_the_bundle_no_longer_lists(day2: Day2) -> None:
+    dropped = "tinyqwen:0.5b"
+    smaller = build(day2.mirrors, day2.tmp, OLLAMA_VERSION_CURRENT, drop=dropped)
+    for host in day2.hosts:  # a model made by hand, not by this project: prune must leave it
+        host.ssh("printf 'FROM tinyllama:latest\\nSYSTEM hand made\\n' > /root/Modelfile.hand && "
+                 "/usr/local/bin/ollama create handmade:v1 -f /root/Modelfile.hand")  # fmt: skip
+    before = {host.name: served(host) for host in day2.hosts}
+    kept = day2.run("site.yml", bundle_src=str(smaller))  # prune is off by default
+    assert kept.returncode == 0, kept.explain()
+    assert all(served(h) == before[h.name] for h in day2.hosts)
+
+    planned = day2.run("site.yml", extra=("--check", "--diff"), bundle_src=str(smaller), ollama_models_prune=True)
+    assert planned.returncode == 0 and all(planned.changed()[h.name] > 0 for h in day2.hosts), planned.explain()
+    assert all(served(h) == before[h.name] for h in day2.hosts)
+
+    pruned = day2.run("site.yml", bundle_src=str(smaller), ollama_models_prune=True)
+    assert pruned.returncode == 0, pruned.explain()
+    for host in day2.hosts:
+        left = served(host)
+        assert dropped not in left and "handmade:v1" in left, left
+        assert left == {name: digest for name, digest in before[host.name].items() if name != dropped}
+        records = host.ssh("ls /var/lib/ollama-airgap/models").stdout.split()
+        assert not any(name.startswith("tinyqwen") for name in records), records
+    assert_unchanged(day2.run("site.yml", bundle_src=str(smaller), ollama_models_prune=True), day2.hosts)
+
+    back = day2.deploy(OLLAMA_VERSION_CURRENT, ollama_models_prune=True)  # the full bundle brings it back
+    assert back.returncode == 0, back.explain()
+    for host in day2.hosts:
+        assert set(served(host)) == DEMO_MODELS | {"handmade:v1"}
+        host.ssh("/usr/local/bin/ollama rm handmade:v1")
 
 
 def test_uninstall_leaves_only_the_models_and_the_data(day2: Day2) -> None:
@@ -268,7 +318,7 @@ def test_uninstall_leaves_only_the_models_and_the_data(day2: Day2) -> None:
             "/etc/systemd/system/open-webui.service",
         ):  # fmt: skip
             assert host.ssh(f"test -e {path} || test -L {path}", check=False).returncode != 0, path
-        units = host.ssh("systemctl list-unit-files --no-legend 'ollama*' 'open-webui*'").stdout
+        units = host.ssh("systemctl list-unit-files --no-legend 'ollama*' 'open-webui*'", check=False).stdout
         assert units.strip() == "", units
         assert host.ssh(f"{PODMAN} ps -a --format '{{{{.Names}}}}'").stdout.strip() == ""
         assert "open-webui" not in host.ssh(f"{PODMAN} images --format '{{{{.Repository}}}}'").stdout
