@@ -88,7 +88,8 @@ def routes() -> str:
 def render_environment(work: Path, bundle_manifest: dict[str, Any], variables: dict[str, Any]) -> Path:
     """Run the role's environment.yml on localhost; returns the environment file it wrote."""
     vars_file = work / "render-vars.yml"
-    vars_file.write_text(yaml.safe_dump({"bundle_manifest": bundle_manifest, **variables}))
+    settings = {"ansible_python_interpreter": sys.executable, "bundle_manifest": bundle_manifest, **variables}
+    vars_file.write_text(yaml.safe_dump(settings))
     playbook = work / "render-env.yml"
     playbook.write_text(PLAYBOOK)
     venv_bin = Path(sys.executable).parent
