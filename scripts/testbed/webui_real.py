@@ -151,11 +151,24 @@ def _proxy_main(listen: int, upstream: int, log_path: Path) -> None:
 
 # --- the running application ---
 
-CONNECT = re.compile(
-    r"connect\(\d+, \{sa_family=(?P<family>AF_INET6?|AF_UNIX|AF_NETLINK|\w+)"
-    r"(?:, sin6?_port=htons\((?P<port>\d+)\))?(?:, (?:sin_addr=inet_addr\(\"(?P<v4>[^\"]+)\"\)"
-    r"|sin6_flowinfo=[^,]*, inet_pton\(AF_INET6, \"(?P<v6>[^\"]+)\"))?"
+# Every socket address strace prints for the traced calls (connect, and sendto/sendmsg with an address: UDP
+# without connect): family, port, IPv4 or IPv6 address.
+SOCKADDR = re.compile(
+    r"\{sa_family=(?P<family>AF_INET6?)(?:, sin6?_port=htons\((?P<port>\d+)\))?"
+    r"(?:, (?:sin_addr=inet_addr\(\"(?P<v4>[^\"]+)\"\)"
+    r"|sin6_flowinfo=[^,]*, inet_pton\(AF_INET6, \"(?P<v6>[^\"]+)\"\)))?"
 )
+
+
+def recorder_argv(trace: Path) -> list[str]:
+    """strace options of the connection-attempt recorder (whole process tree, one trace file)."""
+    return ["strace", "-f", "-qq", "-e", "trace=connect,sendto,sendmsg", "-s", "0", "-o", str(trace)]
+
+
+def attempts(trace: Path) -> list[tuple[str, str, int]]:
+    """(family, address, port) of every IP destination in a recorder trace."""
+    text = trace.read_text(errors="replace") if trace.exists() else ""
+    return [(m["family"], m["v4"] or m["v6"] or "?", int(m["port"] or 0)) for m in SOCKADDR.finditer(text)]
 
 
 @dataclass
@@ -171,13 +184,8 @@ class RealWebUI:
     ready_after_s: float = 0.0
 
     def connect_targets(self) -> list[tuple[str, str, int]]:
-        """(family, address, port) of every AF_INET/AF_INET6 connect() the process tree made."""
-        found = []
-        for path in self.trace.parent.glob(self.trace.name + "*"):
-            for match in CONNECT.finditer(path.read_text(errors="replace")):
-                if match["family"] in ("AF_INET", "AF_INET6"):
-                    found.append((match["family"], match["v4"] or match["v6"] or "?", int(match["port"] or 0)))
-        return found
+        """(family, address, port) of every IP connection attempt (connect, sendto/sendmsg) of the process tree."""
+        return attempts(self.trace)
 
     def ollama_requests(self) -> list[dict[str, Any]]:
         lines = self.proxy_log.read_text().splitlines() if self.proxy_log.exists() else []
@@ -249,15 +257,7 @@ def start(work: Path, env_file: Path, models_dir: Path, standin: Path, timeout: 
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [
         *nsexec,
-        "strace",
-        "-f",
-        "-qq",
-        "-e",
-        "trace=connect",
-        "-s",
-        "256",
-        "-o",
-        str(web.trace),
+        *recorder_argv(web.trace),
         str(webui_venv.open_webui_bin()),
         "serve",
         "--host",

@@ -207,6 +207,22 @@ def test_rag_answers_with_ollama_embeddings(real_webui: webui_real.RealWebUI, to
     assert "Ingrid Solbakken" in texts and "radio operator" in texts  # the document, then the query
 
 
+def test_recorder_sees_attempts_out(real_webui: webui_real.RealWebUI) -> None:
+    """The recorder's control: inside the namespace, a TCP connect to this machine's end of the veth and a DNS
+    look-up (resolv.conf names the same address) are recorded as attempts out; nothing leaves this machine."""
+    trace = real_webui.work / "logs" / "control.trace"
+    probe = (
+        "import socket\n"
+        f"try: socket.create_connection(('{webui_real.HOST_ADDR}', 9), timeout=2)\nexcept OSError: pass\n"
+        "try: socket.getaddrinfo('huggingface.co', 443)\nexcept OSError: pass\n"
+    )
+    argv = ["ip", "netns", "exec", webui_real.NETNS, *webui_real.recorder_argv(trace), "/usr/bin/python3", "-c", probe]
+    subprocess.run(argv, check=True, timeout=60)
+    seen = webui_real.attempts(trace)
+    assert ("AF_INET", webui_real.HOST_ADDR, 9) in seen, seen
+    assert ("AF_INET", webui_real.HOST_ADDR, 53) in seen, seen
+
+
 def test_nothing_tried_to_reach_the_internet(real_webui: webui_real.RealWebUI, token: str) -> None:
     """Runs last: the whole session's connect() calls, from start to the RAG query."""
     targets = real_webui.connect_targets()
