@@ -8,6 +8,7 @@ packages=(
     debootstrap systemd-container iproute2 openssh-client   # test hosts: nspawn + netns + ssh
     docker-registry nginx-light                             # registry.ollama.ai / ghcr.io and GitHub releases mirrors
     podman skopeo runc                                      # container image checks
+    docker.io strace                                        # the role's docker unit; real Open WebUI's recorder
     zstd rsync curl tar coreutils python3-venv              # archives and the benchmarks' baselines
 )
 missing=()

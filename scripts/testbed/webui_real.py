@@ -48,6 +48,8 @@ PLAYBOOK = """\
       ansible.builtin.include_role:
         name: open_webui
         tasks_from: environment.yml
+    - name: Stop here (the role's handler would restart a unit this machine does not run)
+      ansible.builtin.meta: end_play
 """
 
 

@@ -1,7 +1,8 @@
 """The Open WebUI stand-in that runs INSIDE the test image (copied to /app/webui_standin.py; stdlib only).
 
 It stands in for ghcr.io/open-webui/open-webui on the test bed: the same port (8080), the same env names, the same
-data directory (/app/backend/data), GET /health answering ``{"status": true}``, and at start-up the same ollama API
+data directory (/app/backend/data), GET /health and /ready answering ``{"status": true}``, sign-in of the admin from
+WEBUI_ADMIN_EMAIL/PASSWORD and /ollama/api/tags for its token, and at start-up the same ollama API
 calls Open WebUI makes (GET {OLLAMA_BASE_URL}/api/version and /api/tags). It records what it saw so a test can prove
 that the container reached ollama over OLLAMA_BASE_URL and that the offline settings arrived.
 """
@@ -78,8 +79,13 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self) -> None:
-        if self.path == "/health":
+        if self.path in ("/health", "/ready"):  # /ready: Open WebUI's readiness probe (the role waits for it)
             self._reply(200, {"status": True})
+        elif self.path == "/ollama/api/tags":  # Open WebUI's ollama proxy: signed-in users only
+            if self.headers.get("Authorization") != f"Bearer {admin_token()}":
+                self._reply(401, {"detail": "Not authenticated"})
+            else:
+                self._reply(200, ollama_get("/api/tags"))
         elif self.path == "/api/models":
             self._reply(200, {"data": probe_ollama()})
         elif self.path == "/api/config":
@@ -98,8 +104,24 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._reply(404, {"detail": "Not Found"})
 
+    def do_POST(self) -> None:
+        # POST /api/v1/auths/signin against the admin created from WEBUI_ADMIN_EMAIL/WEBUI_ADMIN_PASSWORD.
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+        email, password = os.environ.get("WEBUI_ADMIN_EMAIL"), os.environ.get("WEBUI_ADMIN_PASSWORD")
+        if self.path != "/api/v1/auths/signin":
+            self._reply(404, {"detail": "Not Found"})
+        elif email and password and body.get("email") == email and body.get("password") == password:
+            self._reply(200, {"token": admin_token(), "token_type": "Bearer", "role": "admin", "email": email})
+        else:
+            self._reply(400, {"detail": "The email or password provided is incorrect."})
+
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+
+def admin_token() -> str:
+    secret = os.environ.get("WEBUI_SECRET_KEY", "") + os.environ.get("WEBUI_ADMIN_EMAIL", "")
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 STARTUP: dict[str, object] = {}

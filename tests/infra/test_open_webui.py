@@ -1,6 +1,7 @@
 """Open WebUI: the image loaded is the bundle's, the unit runs it with the offline settings, the secret is kept
-private, the port is published only where the inventory says, and GET /health answers. Skipped on hosts without
-an open-webui unit (bundles without the image, or hosts where the role was not run)."""
+private, the port is published only where the inventory says, GET /ready answers, and the admin (password from the
+0600 file the role generated) signs in and sees exactly the bundle's models through Open WebUI's ollama API.
+Skipped on hosts without an open-webui unit (bundles without the image, or hosts where the role was not run)."""
 
 from __future__ import annotations
 
@@ -66,12 +67,15 @@ def test_running_image_is_the_bundles(host: Any, webui: dict[str, Any]) -> None:
 
 def test_secret_and_environment_are_private(host: Any, webui: dict[str, Any]) -> None:
     config_dir = webui["open_webui_config_dir"]
-    for name in ("secret_key", "open-webui.env"):
+    for name in ("secret_key", "admin_password", "open-webui.env"):
         path = host.file(f"{config_dir}/{name}")
         assert path.exists and path.user == "root" and path.mode == 0o600, f"{path.path} must be 0600 root"
     secret = host.file(f"{config_dir}/secret_key").content_string.strip()
     assert len(secret) >= 32
-    assert _env_file(host, webui)["WEBUI_SECRET_KEY"] == secret
+    env = _env_file(host, webui)
+    assert env["WEBUI_SECRET_KEY"] == secret
+    assert env["WEBUI_ADMIN_PASSWORD"] == host.file(f"{config_dir}/admin_password").content_string.strip()
+    assert env.get("ENABLE_SIGNUP") == "false" or webui.get("open_webui_enable_signup")
 
 
 def test_offline_settings(host: Any, webui: dict[str, Any]) -> None:
@@ -81,17 +85,39 @@ def test_offline_settings(host: Any, webui: dict[str, Any]) -> None:
     for name in AUTO_UPDATE_FLAGS:
         assert env.get(name) == "false", f"{name} should be false (no downloads offline)"
     assert env.get("OLLAMA_BASE_URL", "").startswith("http")
+    assert env.get("ENABLE_PIP_INSTALL_FRONTMATTER_REQUIREMENTS") == "false"
 
 
-def test_health_and_bind_address(host: Any, webui: dict[str, Any]) -> None:
+def _url(webui: dict[str, Any]) -> str:
     bind, port = webui["open_webui_bind_address"], int(webui["open_webui_port"])
-    address = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
-    answer = host.run(f"curl -s --max-time 5 http://{address}:{port}/health")
-    assert answer.rc == 0 and json.loads(answer.stdout).get("status") is True
+    return f"http://{'127.0.0.1' if bind in ('0.0.0.0', '::') else bind}:{port}"
+
+
+def test_ready_and_bind_address(host: Any, webui: dict[str, Any]) -> None:
+    """GET /ready: 200 once Open WebUI has started and its database answers (/health is static)."""
+    bind, port = webui["open_webui_bind_address"], int(webui["open_webui_port"])
+    answer = host.run(f"curl -s --max-time 5 -o /dev/null -w '%{{http_code}}' {_url(webui)}/ready")
+    assert answer.rc == 0 and answer.stdout.strip() == "200", answer.stdout
     listening = host.run(f"ss -Hltn 'sport = :{port}'").stdout
     assert f"{bind}:{port}" in listening or (bind == "::" and f"[::]:{port}" in listening)
     if bind not in ("0.0.0.0", "::"):
         assert f"0.0.0.0:{port}" not in listening, f"port {port} is published on every interface"
+
+
+def test_admin_lists_the_bundles_models(host: Any, webui: dict[str, Any], expected: Expected) -> None:
+    """Sign in as the role's admin (POST /api/v1/auths/signin), then GET /ollama/api/tags with the token."""
+    password = host.file(f"{webui['open_webui_config_dir']}/admin_password").content_string.strip()
+    email = _env_file(host, webui)["WEBUI_ADMIN_EMAIL"]
+    signin = host.run(
+        f"curl -s --max-time 30 -H 'Content-Type: application/json' --data-binary @- {_url(webui)}/api/v1/auths/signin "
+        f"<<'EOF'\n{json.dumps({'email': email, 'password': password})}\nEOF"
+    )
+    assert signin.rc == 0, signin.stderr
+    token = json.loads(signin.stdout)["token"]
+    tags = host.run(f"curl -s --max-time 30 -H 'Authorization: Bearer {token}' {_url(webui)}/ollama/api/tags")
+    assert tags.rc == 0, tags.stderr
+    names = sorted(m["name"] for m in json.loads(tags.stdout)["models"])
+    assert names == sorted(m["short"] for m in expected.bundle.get("models") or [])
 
 
 def test_data_directory(host: Any, webui: dict[str, Any]) -> None:
