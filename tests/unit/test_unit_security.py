@@ -68,6 +68,7 @@ def open_webui_facts(engine: str) -> dict[str, Any]:
         "_open_webui_engine_bin": f"/usr/bin/{engine}",
         "_open_webui_global_args": [],
         "_open_webui_env_file": "/etc/open-webui/open-webui.env",
+        "_open_webui_data_mount": "/var/lib/open-webui:/app/backend/data",
     }
 
 
