@@ -15,10 +15,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -194,14 +196,33 @@ class RealWebUI:
         return [json.loads(line) for line in lines]
 
     def stop(self) -> None:
+        """End every process by its PID. strace (6.1 has no --kill-on-exit) would detach and leave Open WebUI
+        running if it were ended first: its tracees get SIGTERM first, and strace exits after them."""
         for process in reversed(self.processes):
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            if process.poll() is not None:
+                continue
+            children = _children(process.pid)
+            for pid in children or [process.pid]:
+                _signal(pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                for pid in [*_children(process.pid), process.pid]:
+                    _signal(pid, signal.SIGKILL)
+                process.wait()
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def _signal(pid: int, signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
 
 
 def start(work: Path, env_file: Path, models_dir: Path, standin: Path, timeout: float) -> RealWebUI:
