@@ -23,7 +23,7 @@ from ollama_airgap.names import parse_model_name
 from testbed.config import OLLAMA_VERSION_CURRENT, OLLAMA_VERSION_ZST
 from testbed.faultproxy import Fault, fault_proxy
 from testbed.mirrors import Mirrors
-from testbed.registry import ModelEntry, RegistryPusher
+from testbed.registry import ModelEntry, RegistryPusher, start_registry
 from testbed.standin_server import Standin, start_standin, write_standin
 from testbed.zoo import KINDS
 
@@ -510,18 +510,25 @@ def test_refused_before_any_blob_download(
 
 
 def test_unknown_layer_type_is_refused(mirrors: Mirrors, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    entry = mirrors.catalog["tinyqwen:0.5b"]
-    pusher = RegistryPusher(mirrors.registry_url)
-    future = b"a layer kind from a future ollama"
-    digest = "sha256:" + hashlib.sha256(future).hexdigest()
-    pusher.push_blob("acme/future", digest, future)
-    for blob in entry.blobs():
-        pusher.push_blob("acme/future", blob.digest, blob.path)
-    document = json.loads(entry.manifest)
-    document["layers"].append({"mediaType": "application/vnd.ollama.image.hologram", "digest": digest, "size": 33})
-    pusher.put_manifest("acme/future", "v1", json.dumps(document).encode())
-    spec = write_spec(tmp_path / "s.yaml", models=["acme/future:v1"])
-    code, result = build(tmp_path, mirrors, spec, tmp_path / "cache", tmp_path / "x.tar", capsys=capsys)
+    # A registry of its own: the session's registry serves exactly the zoo (test_mirrors checks its catalog).
+    registry = start_registry(tmp_path / "registry")
+    try:
+        entry = mirrors.catalog["tinyqwen:0.5b"]
+        pusher = RegistryPusher(registry.url)
+        future = b"a layer kind from a future ollama"
+        digest = "sha256:" + hashlib.sha256(future).hexdigest()
+        pusher.push_blob("acme/future", digest, future)
+        for blob in entry.blobs():
+            pusher.push_blob("acme/future", blob.digest, blob.path)
+        document = json.loads(entry.manifest)
+        layer = {"mediaType": "application/vnd.ollama.image.hologram", "digest": digest, "size": 33}
+        document["layers"].append(layer)
+        pusher.put_manifest("acme/future", "v1", json.dumps(document).encode())
+        spec = write_spec(tmp_path / "s.yaml", models=["acme/future:v1"])
+        args = ["--mirror", f"registry.ollama.ai={registry.url}"]
+        code, result = build(tmp_path, mirrors, spec, tmp_path / "cache", tmp_path / "x.tar", *args, capsys=capsys)
+    finally:
+        registry.stop()
     assert code == 2, result
     index = len(document["layers"]) - 1
     assert result["stderr"] == (

@@ -255,7 +255,8 @@ def test_jetpack_variant_chosen_from_nv_tegra_release(
     finally:
         host.ssh("rm -f /etc/nv_tegra_release", check=False)
     assert result.returncode == 0, result.explain()
-    planned = [line for line in result.output.splitlines() if "(item=ollama-linux-" in line]
+    planned = [line for line in result.output.splitlines() if "; archives: " in line]
+    assert planned, result.explain()
     assert any("ollama-linux-arm64.tar.zst" in line for line in planned), result.explain()
     assert any("ollama-linux-arm64-jetpack6.tar.zst" in line for line in planned), result.explain()
     assert not any("jetpack5" in line or "amd64" in line for line in planned), result.explain()
