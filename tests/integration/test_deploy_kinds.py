@@ -15,7 +15,6 @@ import os
 import shlex
 import subprocess
 import sys
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+from host_api import api, bundle_yaml
 
 from testbed.hosts import Host, TestHosts
 from testbed.mirrors import Mirrors
@@ -49,18 +49,6 @@ METHODS = ("create", "restore")  # node1 imports with create, node2 with restore
 
 RECORDS_GLOB = "/var/lib/ollama-airgap/models/*.json"
 READ_RECORDS = f"import glob, json; print(json.dumps([json.load(open(p)) for p in glob.glob({RECORDS_GLOB!r})]))"
-
-
-def bundle_yaml(archive: Path) -> dict[str, Any]:
-    with tarfile.open(archive) as tar:
-        member = tar.extractfile("bundle.yaml")
-        assert member is not None
-        return yaml.safe_load(member.read())
-
-
-def api(host: Host, path: str, body: dict[str, Any] | None = None) -> Any:
-    data = f"-d {shlex.quote(json.dumps(body))}" if body is not None else ""
-    return json.loads(host.ssh(f"curl -sf --max-time 60 {data} http://127.0.0.1:11434{path}").stdout)
 
 
 def zoo_kinds(mirrors: Mirrors) -> dict[str, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import sys
 import tarfile
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+from host_api import api, bundle_yaml
 
 from testbed.hosts import Host
 from testbed.mirrors import Mirrors
@@ -35,18 +35,6 @@ RESTORED = ("tinyllama:latest", "tinyqwen:0.5b")
 RESTORE_OVERRIDES = {name: {"method": "restore"} for name in RESTORED}
 Restored = tuple["PlaybookResult", Path, dict[str, str]]  # the run, its vars file, MainPIDs before it
 CREATED = "acme/tiny-assistant:v1"  # has a SYSTEM and MESSAGE layers besides template and params
-
-
-def bundle_yaml(archive: Path) -> dict[str, Any]:
-    with tarfile.open(archive) as tar:
-        member = tar.extractfile("bundle.yaml")
-        assert member is not None
-        return yaml.safe_load(member.read())
-
-
-def api(host: Host, path: str, body: dict[str, Any] | None = None) -> Any:
-    data = f"-d {shlex.quote(json.dumps(body))}" if body is not None else ""
-    return json.loads(host.ssh(f"curl -sf --max-time 60 {data} http://127.0.0.1:11434{path}").stdout)
 
 
 def main_pid(host: Host) -> str:
