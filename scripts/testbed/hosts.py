@@ -391,6 +391,23 @@ class TestHosts:
             list(pool.map(self.wait_ready, self.hosts))
         return self.hosts
 
+    def add(self, count: int) -> list[Host]:
+        """Boot ``count`` more hosts onto this running bed, numbered after the last one booted. They are returned,
+        not added to ``self.hosts`` nor to the shared inventory (tests that deploy to every host stay as they
+        were); ``down`` removes them with the rest."""
+        with _operation_lock():
+            lower = rootfs.ensure_lower_dir(self.extra_packages)
+            lock = _read_lock() or {"owner": None, "count": len(self.hosts)}
+            first = int(lock["count"]) + 1
+            added = [Host(index) for index in range(first, first + count)]
+            lock["count"] = first + count - 1
+            LOCK_PATH.write_text(json.dumps(lock))
+            for host in added:
+                self._start(host, lower)
+        with ThreadPoolExecutor(max_workers=max(1, count)) as pool:
+            list(pool.map(self.wait_ready, added))
+        return added
+
     def down(self) -> None:
         """Power the hosts off, end the processes by PID, unmount, delete namespaces, links and roots."""
         with _operation_lock():
