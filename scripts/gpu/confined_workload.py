@@ -53,14 +53,16 @@ def confine(user: str, mdwe: bool) -> list[str]:
     return applied
 
 
-def char_groups() -> dict[int, str]:
-    groups, section = {}, ""
+def char_groups() -> dict[int, list[str]]:
+    """Major number -> every name registered for it (the NVIDIA driver registers 195 as both nvidia and nvidiactl)."""
+    groups: dict[int, list[str]] = {}
+    section = ""
     for line in Path("/proc/devices").read_text().splitlines():
         if line.endswith(":"):
             section = line
         elif section.startswith("Character") and line.strip():
             major, name = line.split(None, 1)
-            groups[int(major)] = name
+            groups.setdefault(int(major), []).append(name)
     return groups
 
 
@@ -74,7 +76,7 @@ def open_devices() -> list[dict[str, object]]:
         if target.startswith("/dev/") and target not in seen:
             rdev = os.stat(target).st_rdev
             major = os.major(rdev)
-            seen[target] = {"node": target, "major": major, "minor": os.minor(rdev), "group": groups.get(major, "")}
+            seen[target] = {"node": target, "major": major, "minor": os.minor(rdev), "groups": groups.get(major, [])}
     return sorted(seen.values(), key=lambda d: str(d["node"]))
 
 
