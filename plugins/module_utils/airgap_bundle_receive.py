@@ -1,0 +1,366 @@
+"""Host side of a streamed bundle push (plugins/action/airgap_bundle_stream.py): ``probe`` says what the host holds
+and what a broken earlier transfer left, ``receive`` reads a tar stream from standard input, checks each header as
+airgap_bundle does for an archive, hashes each member while writing it into a staging directory, then swaps staging
+into the bundle root and writes the verification record. No archive is ever written on the host.
+
+Resume: each member verified into staging is noted in a journal (``<staging>.journal``, one JSON line per member:
+path, size, sha256, mtime_ns, inode); a later run skips those, and continues a partial member from its length (the
+member's header then carries the pax record ``AIRGAP.offset``) after re-hashing the bytes already there.
+
+Standard library only: runs on the hosts, shipped over the SSH connection with the checks it imports."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+import tarfile
+import tempfile
+from typing import IO, Any
+
+try:
+    from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle_checks import (
+        BLOCK,
+        CHUNK,
+        MANIFEST_NAME,
+        META_NAMES,
+        SIGNATURE_NAME,
+        SUMS_NAME,
+        BundleError,
+        Listed,
+        check_manifest_digest,
+        check_member,
+        check_sums,
+        exchange,
+        expected_files,
+        hash_file,
+        read_sums,
+        walk_tree,
+    )
+    from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle_records import (
+        free_bytes,
+        read_record,
+        recorded_digest,
+        write_record,
+    )
+except ImportError:  # shipped: the modules above are already defined in this namespace
+    pass
+
+OFFSET_KEY = "AIRGAP.offset"
+
+
+def journal_path(staging: str) -> str:
+    return staging + ".journal"
+
+
+def load_journal(staging: str) -> dict[str, tuple[int, str]]:
+    """Members verified into staging by an earlier run and unchanged since (size, mtime_ns, inode)."""
+    done: dict[str, tuple[int, str]] = {}
+    with contextlib.suppress(OSError), open(journal_path(staging), encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                path, size, digest, mtime_ns, inode = json.loads(line)
+                info = os.lstat(os.path.join(staging, path))
+            except (ValueError, TypeError, OSError):
+                continue
+            if stat.S_ISREG(info.st_mode) and (info.st_size, info.st_mtime_ns, info.st_ino) == (size, mtime_ns, inode):
+                done[path] = (size, digest)
+    return done
+
+
+def note_done(staging: str, path: str, digest: str) -> None:
+    info = os.lstat(os.path.join(staging, path))
+    line = json.dumps([path, info.st_size, digest, info.st_mtime_ns, info.st_ino]) + "\n"
+    with open(journal_path(staging), "a", encoding="utf-8") as handle:
+        handle.write(line)
+
+
+def linkable(state_dir: str, dest: str, listed: Listed) -> set[str]:
+    """Files of this bundle that dest already holds verified (same sha256 in its SHA256SUMS, record intact)."""
+    holds = recorded_digest(state_dir, dest)
+    record = read_record(state_dir, dest, holds) if holds else None
+    if record is None:
+        return set()
+    present = {entry[0] for entry in record["files"]}
+    try:
+        sums = read_sums(dest)
+    except OSError:
+        return set()
+    return {path for path, (_, digest) in listed.items() if path in present and sums.get(path) == digest}
+
+
+def probe(params: dict[str, Any]) -> dict[str, Any]:
+    """What the host holds; changes nothing."""
+    dest, state_dir, staging, digest = params["dest"], params["state_dir"], params["staging"], params["digest"]
+    listed = expected_files(params["files"])
+    record = read_record(state_dir, dest, digest)
+    done = load_journal(staging)
+    partial: dict[str, int] = {}
+    if os.path.isdir(staging):
+        for dirpath, _, filenames in os.walk(staging):
+            for name in filenames:
+                rel = os.path.relpath(os.path.join(dirpath, name), staging)
+                if rel in listed and rel not in done:
+                    partial[rel] = os.lstat(os.path.join(dirpath, name)).st_size
+    tegra = ""
+    with contextlib.suppress(OSError), open("/etc/nv_tegra_release", encoding="utf-8", errors="replace") as handle:
+        tegra = handle.read(4096)
+    return {
+        "machine": os.uname().machine,
+        "kfd": os.path.exists("/dev/kfd"),
+        "tegra": tegra,
+        "current": record is not None,
+        "recorded_paths": sorted(entry[0] for entry in record["files"]) if record else [],
+        "holds": recorded_digest(state_dir, dest),
+        "complete": sorted(path for path in done if path in listed and done[path] == listed[path]),
+        "partial": partial,
+        "linkable": sorted(linkable(state_dir, dest, listed)),
+        "free_bytes": free_bytes(os.path.dirname(dest)),
+    }
+
+
+class Stream:
+    """A tar stream read block by block; headers parsed with the standard tarfile's own parser."""
+
+    def __init__(self, reader: IO[bytes]) -> None:
+        self.reader = reader
+        self.view = memoryview(bytearray(CHUNK))
+
+    def exact(self, count: int) -> bytes:
+        data = self.reader.read(count)
+        if len(data) != count:
+            raise BundleError("the stream ended early (connection broken?); verified members are kept for the next run")
+        return data
+
+    def header(self) -> tuple[tarfile.TarInfo, int] | None:
+        """The next member and its pax offset, or None at the end-of-archive marker."""
+        pax: dict[str, str] = {}
+        while True:
+            block = self.exact(BLOCK)
+            if not any(block):
+                return None
+            try:
+                info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+            except tarfile.TarError as exc:
+                raise BundleError(f"unreadable tar header in the stream ({exc})") from None
+            if info.type != tarfile.XHDTYPE:
+                break
+            if info.size > 1 << 20:
+                raise BundleError("pax header larger than 1 MiB, refused")
+            pax.update(parse_pax(self.exact(-(-info.size // BLOCK) * BLOCK)[: info.size]))
+        if "path" in pax:
+            info.name = pax["path"]
+        if "size" in pax:
+            info.size = int(pax["size"])
+        offset = int(pax.get(OFFSET_KEY, "0"))
+        return info, offset
+
+    def skip_padding(self, size: int) -> None:
+        if size % BLOCK:
+            self.exact(BLOCK - size % BLOCK)
+
+    def rest_is_zero(self) -> int:
+        """Bytes after the end-of-archive marker; any that are not zero are refused."""
+        extra = 0
+        while data := self.reader.read(CHUNK):
+            extra += len(data)
+            if any(data):
+                raise BundleError("data past the end of the archive, refused")
+        return extra
+
+
+def parse_pax(data: bytes) -> dict[str, str]:
+    """pax extended header records: ``<length> <key>=<value>\\n``."""
+    records: dict[str, str] = {}
+    pos = 0
+    while pos < len(data):
+        space = data.index(b" ", pos)
+        length = int(data[pos:space])
+        key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
+        records[key.decode("utf-8")] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return records
+
+
+def receive_member(stream: Stream, staging: str, name: str, size: int, offset: int) -> tuple[str, int]:
+    """Write the member's bytes from ``offset`` on (re-hashing the ones already there); (sha256, bytes received)."""
+    target = os.path.join(staging, name)
+    os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+    digest = hashlib.sha256()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW
+    if offset:
+        if not os.path.isfile(target) or os.path.getsize(target) < offset:
+            raise BundleError(f"{name}: cannot continue at byte {offset}, the partial file is shorter")
+        hash_file(target, digest, offset)
+    fd = os.open(target, flags | (0 if offset else os.O_TRUNC), 0o644)
+    try:
+        os.ftruncate(fd, offset)
+        os.lseek(fd, offset, os.SEEK_SET)
+        view, left = stream.view, size - offset
+        while left:
+            count = stream.reader.readinto(view[: min(left, CHUNK)])  # type: ignore[attr-defined]
+            if not count:
+                raise BundleError(
+                    f"{name}: the stream ended after {size - left} of {size} bytes (connection broken?); "
+                    "the next run continues it"
+                )
+            digest.update(view[:count])
+            written = 0
+            while written < count:
+                written += os.write(fd, view[written:count])
+            left -= count
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+    stream.skip_padding(size - offset)
+    return digest.hexdigest(), size - offset
+
+
+def check_signature(manifest: bytes, signature: bytes | None, public_key: str) -> None:
+    """Ed25519 signature of bundle.yaml, checked with the host's OpenSSL before any other member is written."""
+    if signature is None:
+        raise BundleError(f"bundle is not signed ({SIGNATURE_NAME} missing) but a signing key is required")
+    openssl = shutil.which("openssl") or "/usr/bin/openssl"
+    with tempfile.TemporaryDirectory(prefix="airgap-signature-") as tmp:
+        paths = {}
+        for name, data in (("key.pem", public_key.encode()), ("bundle.yaml", manifest), ("bundle.sig", signature)):
+            paths[name] = os.path.join(tmp, name)
+            with open(paths[name], "wb") as handle:
+                handle.write(data)
+        argv = [openssl, "pkeyutl", "-verify", "-pubin", "-inkey", paths["key.pem"], "-rawin",
+                "-in", paths["bundle.yaml"], "-sigfile", paths["bundle.sig"]]  # fmt: skip
+        try:
+            rc = subprocess.run(argv, capture_output=True, check=False).returncode
+        except OSError:
+            raise BundleError("openssl is needed on the host to check the bundle signature") from None
+    if rc != 0:
+        raise BundleError(f"{SIGNATURE_NAME} does not match {MANIFEST_NAME} (altered, or signed by another key)")
+
+
+def prepare_staging(staging: str, needed: Listed, done: dict[str, tuple[int, str]], resume: dict[str, int]) -> None:
+    """Keep only what this run builds on: verified members still needed and the partial members to continue."""
+    os.makedirs(staging, mode=0o700, exist_ok=True)
+    for dirpath, _, filenames in os.walk(staging):
+        for name in filenames:
+            rel = os.path.relpath(os.path.join(dirpath, name), staging)
+            if not ((rel in done and rel in needed) or rel in resume):
+                os.unlink(os.path.join(dirpath, name))
+
+
+def link_from_dest(dest: str, staging: str, path: str, expected: str, rehash: bool) -> int:
+    """Hard-link (or copy, hashing) a file dest holds verified into staging; bytes hashed."""
+    source, target = os.path.join(dest, path), os.path.join(staging, path)
+    os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(target)
+    hashed = 0
+    if rehash:
+        got = hash_file(source)
+        hashed = os.path.getsize(source)
+        if got != expected:
+            raise BundleError(f"{path} in {dest} is altered (sha256 {got}, expected {expected})")
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except OSError:  # another file system, a link limit: copy, hashing
+        with open(source, "rb") as reader, open(target, "xb") as writer:
+            shutil.copyfileobj(reader, writer, CHUNK)
+        got = hash_file(target)
+        hashed += os.path.getsize(target)
+        if got != expected:
+            os.unlink(target)
+            raise BundleError(f"{path} in {dest} is altered (sha256 {got}, expected {expected})") from None
+    return hashed
+
+
+def receive(reader: IO[bytes], params: dict[str, Any]) -> dict[str, Any]:
+    """Read the tar stream into staging, verify, swap into dest, write the record."""
+    dest, state_dir, staging, digest = params["dest"], params["state_dir"], params["staging"], params["digest"]
+    listed = expected_files(params["files"])
+    needed = {path: listed[path] for path in params["needed"]}
+    resume = {str(path): int(offset) for path, offset in (params.get("resume") or {}).items()}
+    done = {path: value for path, value in load_journal(staging).items() if needed.get(path) == value}
+    prepare_staging(staging, needed, done, resume)
+    hashed = received = linked = 0
+    for path in params.get("link") or []:
+        if path not in done:
+            hashed += link_from_dest(dest, staging, path, needed[path][1], bool(params.get("rehash_base")))
+            note_done(staging, path, needed[path][1])
+            done[path] = needed[path]
+            linked += 1
+    stream = Stream(reader)
+    seen: set[str] = set()
+    meta: dict[str, bytes] = {}
+    signature_checked = not params.get("public_key")
+    while (entry := stream.header()) is not None:
+        info, offset = entry
+        name = check_member(info, needed, seen, not seen)
+        if name is None:
+            stream.skip_padding(info.size)
+            continue
+        if name in META_NAMES:
+            data = stream.exact(info.size)
+            stream.skip_padding(info.size)
+            meta[name] = data
+            if name == MANIFEST_NAME:
+                check_manifest_digest(data, digest)
+            elif name == SUMS_NAME:
+                check_sums(data, listed, params["sums_sha256"])
+            continue
+        if not signature_checked:
+            check_signature(meta.get(MANIFEST_NAME, b""), meta.get(SIGNATURE_NAME), params["public_key"])
+            signature_checked = True
+        if name in done:
+            raise BundleError(f"{name} was sent although the host holds it verified")
+        if offset and resume.get(name) != offset:
+            raise BundleError(f"{name}: the stream continues at byte {offset}, the host expected {resume.get(name, 0)}")
+        got, count = receive_member(stream, staging, name, info.size + offset, offset)
+        info.size += offset
+        received += count
+        hashed += info.size
+        if got != needed[name][1]:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(staging, name))
+            raise BundleError(f"{name} is altered (sha256 {got}, expected {needed[name][1]}); removed from staging")
+        note_done(staging, name, got)
+        done[name] = needed[name]
+    stream.rest_is_zero()
+    for name in (MANIFEST_NAME, SUMS_NAME):
+        if name not in meta:
+            raise BundleError(f"{name} is missing from the stream")
+    if not signature_checked:
+        check_signature(meta[MANIFEST_NAME], meta.get(SIGNATURE_NAME), params["public_key"])
+    missing = [path for path in needed if path not in done]
+    if missing:
+        raise BundleError(f"{missing[0]} is missing from the stream ({len(missing)} files missing)")
+    for name, data in meta.items():
+        with open(os.path.join(staging, name), "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    walk_tree(staging, needed)
+    os.makedirs(os.path.dirname(dest), mode=0o755, exist_ok=True)
+    exchange(staging, dest)
+    shutil.rmtree(staging, ignore_errors=True)  # the old tree after the exchange
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(journal_path(staging))
+    record = write_record(state_dir, dest, digest, [*sorted(meta), *needed], params.get("subset"))
+    return {"changed": True, "record": record, "received_bytes": received, "hashed_bytes": hashed,
+            "linked_files": linked, "files": len(needed)}  # fmt: skip
+
+
+def main(reader: IO[bytes], header: dict[str, Any]) -> int:
+    """Entry point of the shipped receiver: one JSON line on standard output."""
+    params = header["params"]
+    try:
+        result = probe(params) if params["mode"] == "probe" else receive(reader, params)
+        code = 0
+    except BundleError as exc:
+        result, code = {"failed": True, "msg": str(exc)}, 1
+    except OSError as exc:
+        result, code = {"failed": True, "msg": f"{exc.filename or params.get('dest')}: {exc.strerror or exc}"}, 1
+    print(json.dumps(result), flush=True)
+    return code
