@@ -20,7 +20,7 @@ from benchmarks.report import Figure, Skipped
 
 MIB = 1 << 20
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MODULE = REPO_ROOT / "library" / "airgap_bundle.py"
+MODULE = REPO_ROOT / "plugins" / "modules" / "airgap_bundle.py"
 
 
 @dataclass
@@ -268,10 +268,11 @@ def verify_figures(ctx: Context, archive: Path, unpacked: Path) -> list[Figure |
         ),
     ]
     if not MODULE.is_file():
-        return [*figures, Skipped("3c", "On-host verification module", "library/airgap_bundle.py does not exist yet")]
+        missing = "plugins/modules/airgap_bundle.py does not exist yet"
+        return [*figures, Skipped("3c", "On-host verification module", missing)]
     module_note = (
-        "the Ansible module run by this machine's python (`python library/airgap_bundle.py ARGS.json`, as Ansible "
-        "runs it on a host, without the SSH round trip), with a fresh state_dir each run so it really hashes"
+        "the Ansible module run by this machine's python (`python plugins/modules/airgap_bundle.py ARGS.json`, as "
+        "Ansible runs it on a host, without the SSH round trip), with a fresh state_dir each run so it really hashes"
     )
     figures += [
         Figure(

@@ -26,4 +26,10 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+
+# The repository is the collection ollama_airgap.deploy: ansible.cfg's collections_path finds it through this link
+# (the same link ansible-lint makes). ln -sfn replaces a stale link; .ansible/ is not tracked.
+collection_link=.ansible/collections/ansible_collections/ollama_airgap/deploy
+mkdir -p "$(dirname "$collection_link")"
+ln -sfn ../../../.. "$collection_link"
 echo "setup: done (venv: $(pwd)/.venv)"

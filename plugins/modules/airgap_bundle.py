@@ -91,7 +91,7 @@ author: ollama-airgap
 
 EXAMPLES = r"""
 - name: Read bundle.yaml on the control node
-  airgap_bundle:
+  ollama_airgap.deploy.airgap_bundle:
     state: inspected
     src: /srv/bundles/demo.tar
   delegate_to: localhost
@@ -99,7 +99,7 @@ EXAMPLES = r"""
   register: inspected
 
 - name: Verify and unpack on the host
-  airgap_bundle:
+  ollama_airgap.deploy.airgap_bundle:
     src: /var/lib/ollama-airgap/incoming/demo.tar
     dest: /var/lib/ollama-airgap/bundle
     manifest_sha256: "{{ inspected.digest }}"

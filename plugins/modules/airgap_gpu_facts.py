@@ -20,7 +20,7 @@ description:
   - AMD, when I(rocm) is true (the ROCm overlay is bundled and wanted). C(/dev/kfd) and a C(/dev/dri/renderD*)
     node must exist (ollama's discover/amd_linux.go reads both).
   - The C(render) and C(video) groups must exist (the service user joins them for device access).
-  - Problems are returned, never raised: the caller decides whether a host without a usable GPU stops.
+  - Problems are returned, never raised; the caller decides whether a host without a usable GPU stops.
     C(problems) are one-line sentences; C(report) is one line for the host.
 options:
   nvidia_smi: {description: nvidia-smi to run (a name on PATH or a path)., type: str, default: nvidia-smi}
@@ -38,7 +38,7 @@ author: ollama-airgap
 
 EXAMPLES = r"""
 - name: Check the GPUs
-  airgap_gpu_facts:
+  ollama_airgap.deploy.airgap_gpu_facts:
     rocm: true
   register: gpu
 """

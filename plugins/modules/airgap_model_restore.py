@@ -69,14 +69,14 @@ author: ollama-airgap
 
 EXAMPLES = r"""
 - name: Restore tinyllama:latest from the bundle
-  airgap_model_restore:
+  ollama_airgap.deploy.airgap_model_restore:
     bundle_root: /var/lib/ollama-airgap/bundle
     models_dir: /usr/share/ollama/.ollama/models
     manifest: models/manifests/registry.ollama.ai/library/tinyllama/latest
     manifest_digest: sha256:de7ebfe4febd82b3cb23f85fd25fc0ff7924d1d8199a72982bdc945f4da9af4e
 
 - name: Check the free space for every pending import
-  airgap_model_restore:
+  ollama_airgap.deploy.airgap_model_restore:
     action: preflight
     bundle_root: /var/lib/ollama-airgap/bundle
     models_dir: /usr/share/ollama/.ollama/models

@@ -19,7 +19,7 @@ description:
     beside it (upstream ml/path.go, LibOllamaPath), so binary and libraries always come from the same release.
   - The previous release stays on disk; C(rollback=true) makes it active again. Releases other than the active and
     the previous one are removed, oldest first, beyond I(keep).
-  - A host installed the old way (C(lib/ollama) a real directory, C(bin/ollama) a file) is adopted: both are moved
+  - A host installed the old way (C(lib/ollama) a real directory, C(bin/ollama) a file) is adopted; both are moved
     into a release directory that becomes the previous release.
   - The model store is never touched. Supports check mode and diff (the release marker file).
 options:
@@ -40,7 +40,7 @@ author: ollama-airgap
 
 EXAMPLES = r"""
 - name: Install the bundle's release and make it active
-  airgap_ollama_release:
+  ollama_airgap.deploy.airgap_ollama_release:
     releases_dir: /usr/local/lib/ollama-airgap/releases
     state_dir: /var/lib/ollama-airgap
     bundle_root: /var/lib/ollama-airgap/bundle

@@ -94,7 +94,7 @@ def test_site_deploys_every_host(deployed: Deployment) -> None:
         ):
             assert setting in unit, unit
         assert "OLLAMA_ORIGINS" not in unit
-        # -L: bin/ollama is a link to the active release (library/airgap_ollama_release.py); check what it runs.
+        # -L: bin/ollama is a link to the active release (plugins/modules/airgap_ollama_release.py); check what it runs.
         stat = "stat -L -c '%U:%G %a' /usr/share/ollama/.ollama/models /usr/local/bin/ollama"
         owner = host.ssh(stat).stdout.split("\n")
         assert owner[0] == "ollama:ollama 755" and owner[1] == "root:root 755"

@@ -1,5 +1,5 @@
 """Differential bundles: what a delta carries, its bundle.yaml, `bundle verify`/`inspect` of it, and the host module
-(library/airgap_bundle.py, run as Ansible runs it) assembling the complete tree from the base it holds."""
+(plugins/modules/airgap_bundle.py, run as Ansible runs it) assembling the complete tree from the base it holds."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from ollama_airgap.errors import SpecError
 from ollama_airgap.lock import Lock
 from ollama_airgap.progress import Reporter
 
-MODULE = Path(__file__).resolve().parents[2] / "library" / "airgap_bundle.py"
+MODULE = Path(__file__).resolve().parents[2] / "plugins" / "modules" / "airgap_bundle.py"
 QUIET = Reporter(enabled=False)
 BLOB_A = b"GGUF model A " * 4096
 BLOB_B = b"GGUF model B " * 4096

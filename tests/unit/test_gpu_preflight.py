@@ -1,4 +1,4 @@
-"""library/airgap_gpu_facts.py, run as Ansible runs it (a JSON args file), against the nvidia-smi fixtures in
+"""plugins/modules/airgap_gpu_facts.py, run as Ansible runs it (a JSON args file), against the nvidia-smi fixtures in
 tests/fixtures/nvidia-smi (their README says how they were made) through the stand-in `nvidia-smi` script there,
 with device nodes, sysfs and groups laid out in a temporary directory."""
 
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-MODULE = REPO / "library" / "airgap_gpu_facts.py"
+MODULE = REPO / "plugins" / "modules" / "airgap_gpu_facts.py"
 FIXTURES = REPO / "tests" / "fixtures" / "nvidia-smi"
 # Groups every Debian has, standing in for render/video where the machine running the tests lacks them.
 GROUPS = [name for name in ("render", "video") if name in {g.gr_name for g in grp.getgrall()}] or ["root"]

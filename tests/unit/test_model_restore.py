@@ -1,5 +1,5 @@
-"""library/airgap_model_restore.py, run as Ansible runs it (a JSON args file), on manifests with every layer type
-ollama writes: several model layers (split GGUF), projector, adapter, draft, tensor and json layers with names,
+"""plugins/modules/airgap_model_restore.py, run as Ansible runs it (a JSON args file), on manifests with every layer
+type ollama writes: several model layers (split GGUF), projector, adapter, draft, tensor and json layers with names,
 the legacy prompt layer, and a digest listed twice."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-MODULE = Path(__file__).resolve().parents[2] / "library" / "airgap_model_restore.py"
+MODULE = Path(__file__).resolve().parents[2] / "plugins" / "modules" / "airgap_model_restore.py"
 MANIFEST = "models/manifests/registry.ollama.ai/library/every-kind/latest"
 PREFIX = "application/vnd.ollama.image."
 

@@ -1,4 +1,4 @@
-"""library/airgap_ollama_release.py, run as Ansible runs it (a JSON args file), on release-shaped archives:
+"""plugins/modules/airgap_ollama_release.py, run as Ansible runs it (a JSON args file), on release-shaped archives:
 install, upgrade keeping the previous release, rollback, pruning beyond `keep`, check mode, adopting an old-style
 install, and a broken archive leaving nothing behind."""
 
@@ -14,7 +14,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-MODULE = Path(__file__).resolve().parents[2] / "library" / "airgap_ollama_release.py"
+MODULE = Path(__file__).resolve().parents[2] / "plugins" / "modules" / "airgap_ollama_release.py"
 
 
 def archive(bundle: Path, version: str, overlay: str = "") -> dict[str, str]:
