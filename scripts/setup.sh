@@ -9,6 +9,7 @@ packages=(
     docker-registry nginx-light                             # registry.ollama.ai / ghcr.io and GitHub releases mirrors
     podman skopeo runc                                      # container image checks
     docker.io strace                                        # the role's docker unit; real Open WebUI's recorder
+    nftables                                                # the air-gapped control node's recorder
     zstd rsync curl tar coreutils python3-venv              # archives and the benchmarks' baselines
 )
 missing=()
