@@ -147,6 +147,13 @@ class NetworkRecorder:
         return self._nft("list", "table", "inet", NFT_TABLE)
 
 
+def unavailable_reason() -> str | None:
+    """Why the air gap cannot be built here (None when it can): the recorder needs nft on this machine."""
+    if shutil.which("nft") is None:
+        return "the air-gapped control node's recorder needs nft (apt-get install nftables; scripts/setup.sh)"
+    return None
+
+
 def boot_hosts(bed: TestHosts, indices: tuple[int, ...]) -> list[Host]:
     """Boot hosts with these indices onto the running bed, from the base root file system (no podman).
 
@@ -199,6 +206,9 @@ class AirGap:
 
     @classmethod
     def boot(cls, bed: TestHosts) -> AirGap:
+        reason = unavailable_reason()
+        if reason:
+            raise TestBedError(reason)
         started = time.monotonic()
         hosts = boot_hosts(bed, (CONTROL_INDEX, *FLEET_INDICES))
         control, fleet = hosts[0], hosts[1:]

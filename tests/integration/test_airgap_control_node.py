@@ -28,7 +28,13 @@ from typing import Any
 import pytest
 import yaml
 
-from testbed.airgap import CONTROL_ABSENT_COMMANDS, CONTROL_ABSENT_PACKAGES, FLEET_PURGED, AirGap
+from testbed.airgap import (
+    CONTROL_ABSENT_COMMANDS,
+    CONTROL_ABSENT_PACKAGES,
+    FLEET_PURGED,
+    AirGap,
+    unavailable_reason,
+)
 from testbed.config import GATEWAY, OLLAMA_VERSION_ZST
 from testbed.hosts import Host, TestHosts
 from testbed.mirrors import Mirrors
@@ -100,6 +106,9 @@ def host_state(host: Host) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def gap(test_hosts: TestHosts) -> Iterator[AirGap]:
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
     started = AirGap.boot(test_hosts)
     print(f"\n[airgap] control node {started.control.name} and fleet up in {started.boot_seconds:.1f} s")
     try:
