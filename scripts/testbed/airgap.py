@@ -218,6 +218,7 @@ class AirGap:
                 jobs += [pool.submit(_purge, host, FLEET_PURGED) for host in fleet]
                 for job in jobs:
                     job.result()
+            _write_hosts_files(hosts)
             _give_key(control)
             recorder = NetworkRecorder(control.netns, [host.address for host in fleet])
             recorder.install()
@@ -256,6 +257,15 @@ class AirGap:
     def run(self, command: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         """A shell command on the control node as root (stdout and stderr kept apart), whatever its exit status."""
         return self.control.ssh(command, check=False, timeout=timeout)
+
+
+def _write_hosts_files(hosts: list[Host]) -> None:
+    """Every host of the gap knows its own name and its peers' from /etc/hosts, as on a real site, so no name
+    look-up of theirs has to ask a name server (the recorder would count it)."""
+    peers = "".join(f"{host.address}\t{host.name}\n" for host in hosts)
+    local = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    for host in hosts:
+        (host.root / "etc/hosts").write_text(local + peers)
 
 
 def _give_key(control: Host) -> None:
