@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from testbed import config
+from testbed.depot_release import build_depot_release
 from testbed.nginx import NginxServer, start_release_server
 from testbed.registry import (
     Catalog,
@@ -101,6 +102,7 @@ def start_mirrors(
         pusher = RegistryPusher(registry.url, credentials=issuer.credentials if issuer is not None else None)
         catalog = seed_models(registry.url, state_dir / "models", pusher=pusher)
         releases = build_release_tree(state_dir / "www", versions=versions)
+        build_depot_release(releases.root)  # the fleet depot's engine (fleet: {depot: true})
         server = start_release_server(
             state_dir / "nginx", releases.root, latest_version=latest_version(versions), host=host
         )
