@@ -19,8 +19,10 @@ from .bundle import LOCK_NAME, Entry, manifest_bytes, pack, sums_text
 from .cache import BlobCache
 from .container_image import ImageArchive, ResolvedImage, image_archive, resolve_image
 from .delta import BaseBundle, delta_meta, sidecar_path, split_entries
+from .deploy_kit import KitOptions, assemble, find_repo
 from .download import Fetcher
 from .errors import AirgapError, DiskSpaceError, SpecError, UnsupportedModelError, VerifyError
+from .fleet_kit import fetch_depot, fleet_meta, resolve_depot
 from .hashing import digest_hex, sha256_bytes, sha256_file
 from .lock import Lock
 from .model_meta import model_facts_meta
@@ -125,8 +127,13 @@ class Builder:
         fetcher: Fetcher | None = None,
         sign_key: Ed25519PrivateKey | None = None,
         base: BaseBundle | None = None,
+        deploy_kit: KitOptions | None = None,
     ) -> None:
         self.sign_key = sign_key
+        # The deploy kit (None: --no-deploy-kit); a missing repository is refused before anything downloads.
+        self.kit_options = deploy_kit
+        if deploy_kit is not None and spec.deploy_kit is not None:
+            self.kit_options = KitOptions(find_repo(deploy_kit.repo), deploy_kit.index_url, deploy_kit.find_links)
         self.base = base  # build a differential bundle carrying only what this base lacks
         self.spec = spec
         self.cache = cache
@@ -451,6 +458,12 @@ class Builder:
             entries[path] = Entry(path, archive.size, archive.sha256, archive.path)
             image_meta.append(_image_meta(image, archive))
 
+        kit = assemble(self.spec.deploy_kit, self.kit_options, self.cache.root)
+        if kit:
+            entries.update((e.path, e) for e in kit.entries)
+        github = self.spec.mirror_for("github.com")
+        depot = resolve_depot(self.spec.fleet, github, self.spec.ollama.architectures, self.fetcher)
+        entries.update((e.path, e) for e in fetch_depot(depot, self.fetcher, self.cache, self.reporter))
         resolved_at = self.lock.resolved_at if self.lock else started
         lock = Lock(
             bundle=self.spec.name,
@@ -478,6 +491,8 @@ class Builder:
             "images": image_meta,
             "lock": lock.as_dict(),
             "spec": _plain(self.spec.raw),
+            **({"deploy_kit": kit.meta} if kit else {}),
+            **fleet_meta(depot),
         }
         sums = sums_text(ordered)
         carried, carried_set = ordered, None
@@ -486,7 +501,11 @@ class Builder:
             meta.update(delta_meta(self.base, carried))
         manifest = manifest_bytes(meta, ordered, sums, carried_set)
         signature = sign(manifest, self.sign_key) if self.sign_key else None
-        size = pack(output, manifest, sums, carried, resolved_at, self.reporter, signature)
+        try:
+            size = pack(output, manifest, sums, carried, resolved_at, self.reporter, signature)
+        finally:
+            if kit:
+                kit.cleanup()
         lock_path = output.with_name(output.name.removesuffix(".tar") + ".lock.yaml")
         lock_path.write_bytes(lock_data)
         sidecar_path(output).write_bytes(manifest)  # a later --base needs only this, not the archive

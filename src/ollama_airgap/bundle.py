@@ -51,6 +51,7 @@ class Entry:
     sha256: str
     source: Path | None = None
     data: bytes | None = None
+    mode: int = 0o644  # in the archive (the deploy kit's entry script is 0o755)
 
     @classmethod
     def from_bytes(cls, path: str, data: bytes) -> Entry:
@@ -162,10 +163,10 @@ def read_index(data: bytes, source: str) -> BundleIndex:
 # --- pack --------------------------------------------------------------------------------------------------
 
 
-def _header(path: str, size: int, mtime: int) -> bytes:
+def _header(path: str, size: int, mtime: int, mode: int = 0o644) -> bytes:
     info = tarfile.TarInfo(path)
     info.size = size
-    info.mode = 0o644
+    info.mode = mode
     info.mtime = mtime
     info.uname = info.gname = "root"
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
@@ -226,7 +227,7 @@ def pack(
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         for entry in members:
-            _write_all(fd, _header(entry.path, entry.size, mtime))
+            _write_all(fd, _header(entry.path, entry.size, mtime, entry.mode))
             if entry.data is not None:
                 _write_all(fd, entry.data)
                 advance(entry.size)

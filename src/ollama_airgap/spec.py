@@ -14,11 +14,13 @@ from urllib.parse import urlsplit
 import yaml
 
 from .container_image import DEFAULT_PLATFORM, ImageReference, parse_image_reference, parse_platform
+from .deploy_kit import KitSpec, parse_kit_spec
 from .errors import SpecError
+from .fleet_kit import FleetSpec, parse_fleet_spec
 from .names import ModelName, parse_model_name
 from .ollama_release import JETPACKS, MLX_SINCE
 
-SPEC_KEYS = {"name", "ollama", "models", "local_models", "store_models", "images", "mirrors"}
+SPEC_KEYS = {"name", "ollama", "models", "local_models", "store_models", "images", "mirrors", "deploy_kit", "fleet"}
 OLLAMA_KEYS = {"version", "architectures", "rocm", "mlx", "jetpack"}
 LOCAL_MODEL_KEYS = {"name", "gguf", "modelfile", "template", "system", "parameters", "license"}
 STORE_KEYS = {"path", "models"}
@@ -81,6 +83,8 @@ class Spec:
     images: tuple[ImageSpec, ...] = ()
     mirrors: dict[str, str] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
+    deploy_kit: KitSpec | None = field(default_factory=KitSpec)  # None: `deploy_kit: false`
+    fleet: FleetSpec = field(default_factory=FleetSpec)  # fleet_kit.py: the depot carried in the bundle
 
     def mirror_for(self, host: str) -> str:
         """Base URL that stands in for an upstream host (``registry.ollama.ai``, ``github.com``, ``ghcr.io``)."""
@@ -249,6 +253,8 @@ def validate_spec(data: Any, spec_path: Path, mirrors: dict[str, str] | None = N
         images=images,
         mirrors=merged_mirrors,
         raw=top,
+        deploy_kit=parse_kit_spec(top.get("deploy_kit"), check.fail),
+        fleet=parse_fleet_spec(top.get("fleet"), check.fail),
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-ROLES = Path(__file__).resolve().parents[2] / "roles"
+# The roles beside this suite; the deploy kit points OLLAMA_AIRGAP_ROLES at its installed collection's roles.
+ROLES = Path(os.environ.get("OLLAMA_AIRGAP_ROLES") or Path(__file__).resolve().parents[2] / "roles")
 DEFAULT_PORT = 11434
 # Fallbacks for role defaults that are templates (or when the roles are not next to this suite).
 FALLBACKS: dict[str, Any] = {

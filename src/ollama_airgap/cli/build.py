@@ -10,10 +10,12 @@ from typing import Any
 from ..builder import Builder
 from ..cache import BlobCache, default_cache_dir
 from ..delta import load_base
+from ..deploy_kit import KitOptions
 from ..download import Fetcher, RetryPolicy
 from ..errors import SpecError
 from ..lock import load_lock
 from ..progress import Reporter
+from ..ranged import RangedConfig, parse_size
 from ..signing import load_private_key
 from ..spec import load_spec
 
@@ -66,10 +68,39 @@ def register(sub: Any) -> None:
             "(found beside its bundle.yaml or archive). Hosts assemble the complete bundle from the base they hold"
         ),
     )
+    parser.add_argument(
+        "--deploy-kit",
+        action=argparse.BooleanOptionalAction,
+        default=os.environ.get("OLLAMA_AIRGAP_DEPLOY_KIT", "1") not in ("0", "false", "no"),
+        help=(
+            "carry the deploy kit: the `deploy` command, the collection, the control node's wheels, the testinfra "
+            "suite (default on; OLLAMA_AIRGAP_DEPLOY_KIT=0 turns the default off; the spec's deploy_kit: false too)"
+        ),
+    )
+    parser.add_argument("--repo", type=Path, help="repository the kit is built from (default: $OLLAMA_AIRGAP_REPO)")
+    parser.add_argument(
+        "--kit-index-url",
+        default=os.environ.get("OLLAMA_AIRGAP_KIT_INDEX_URL"),
+        metavar="URL",
+        help="package index for the kit's wheels, instead of PyPI (default: $OLLAMA_AIRGAP_KIT_INDEX_URL)",
+    )
+    parser.add_argument(
+        "--kit-find-links", action="append", type=Path, default=[], metavar="DIR", help="a folder of wheels for the kit"
+    )
     parser.add_argument("--sign-key", type=Path, help="Ed25519 private key (bundle keygen) to sign bundle.yaml")
     parser.add_argument("--jobs", "-j", type=int, default=4, help="blobs fetched at once (default 4)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a retry (default 60)")
     parser.add_argument("--retries", type=int, default=6, help="attempts per request before giving up (default 6)")
+    parser.add_argument(
+        "--parts",
+        type=int,
+        help="ranged parts fetched at once per big blob, as ollama does (default 16, or $OLLAMA_AIRGAP_PARTS; 1: off)",
+    )
+    parser.add_argument(
+        "--part-threshold",
+        metavar="SIZE",
+        help="blobs from this size on go in parts (default 64M, or $OLLAMA_AIRGAP_PART_THRESHOLD)",
+    )
     add_common(parser)
     parser.set_defaults(handler=run)
 
@@ -80,13 +111,18 @@ def run(args: argparse.Namespace, reporter: Reporter) -> tuple[dict[str, Any], s
         raise SpecError("--jobs: must be at least 1")
     if args.retries < 1 or args.timeout <= 0:
         raise SpecError("--retries must be at least 1 and --timeout positive")
-    fetcher = Fetcher(RetryPolicy(attempts=args.retries, read_timeout=args.timeout))
+    threshold = parse_size(args.part_threshold, "--part-threshold") if args.part_threshold else None
+    ranged = RangedConfig.from_env(parts=args.parts, threshold=threshold)
+    fetcher = Fetcher(RetryPolicy(attempts=args.retries, read_timeout=args.timeout), ranged)
     lock = load_lock(args.lock) if args.lock else None
     output = args.output or Path("dist") / f"{spec.name}.tar"
     cache = BlobCache(args.cache or default_cache_dir())
     sign_key = load_private_key(args.sign_key) if args.sign_key else None
     base = load_base(args.base) if args.base else None
-    builder = Builder(spec, cache, reporter, lock=lock, jobs=args.jobs, fetcher=fetcher, sign_key=sign_key, base=base)
+    kit = KitOptions(args.repo, args.kit_index_url, tuple(args.kit_find_links)) if args.deploy_kit else None
+    builder = Builder(
+        spec, cache, reporter, lock=lock, jobs=args.jobs, fetcher=fetcher, sign_key=sign_key, base=base, deploy_kit=kit
+    )
     result = builder.build(output)
     human = (
         f"wrote {result.archive} ({result.size} bytes, {result.files} files, bundle sha256:{result.bundle_digest})\n"
