@@ -1,8 +1,13 @@
 """A fault source in front of a real upstream (the test bed's docker-registry or nginx).
 
 It forwards every request to the upstream unchanged and, for requests whose path matches a rule, misbehaves on
-command: answers a status (500, 502, 429 with Retry-After...), cuts the body short, stalls, flips a byte, or
-throttles. Only the faults are made up; every byte that is served comes from the real upstream.
+command: answers a status (500, 502, 429 with Retry-After...), cuts the body short, stalls, flips a byte, throttles,
+or hides Range support (``ignore_range``: the Range header is not forwarded, so the upstream answers 200 with the
+whole body, and Accept-Ranges is dropped). Only the faults are made up; every byte served comes from the real
+upstream.
+
+Like a CDN, it can also cap the rate of each connection (``conn_rate``, a token bucket per connection) and of all of
+them together (``link_rate``, one shared bucket: a link), for every request, fault or not.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ class Fault:
     """What to do to matching requests. ``times`` requests are affected, then the rule is spent."""
 
     path_contains: str
-    kind: str  # status | truncate | stall | corrupt | throttle
+    kind: str  # status | truncate | stall | corrupt | throttle | ignore_range
     times: int = 1
     status: int = 500
     retry_after: str | None = None
@@ -34,6 +39,7 @@ class Fault:
     method: str = "GET"
     hits: int = 0
     body: bytes | None = None  # status: the body to answer (default "fault injected: <status>")
+    range_prefix: str | None = None  # only requests whose Range header starts with this ("bytes=1048576-")
 
 
 @dataclass
@@ -44,6 +50,29 @@ class Hit:
     fault: str | None
     range_header: str | None
     user_agent: str | None = None
+    status: int = 0  # what the client was answered
+    sent: int = 0  # body bytes sent to the client
+
+
+class TokenBucket:
+    """``rate`` bytes per second with a burst of 1/20 s (at least 64 KiB); callers sleep off what they take beyond it,
+    so threads sharing one bucket share its rate."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self.burst = max(64 * 1024, rate // 20)
+        self.tokens = float(self.burst)
+        self.stamp = time.monotonic()
+        self.lock = threading.Lock()
+
+    def take(self, count: int) -> None:
+        with self.lock:
+            now = time.monotonic()
+            self.tokens = min(float(self.burst), self.tokens + (now - self.stamp) * self.rate) - count
+            self.stamp = now
+            debt = -self.tokens
+        if debt > 0:
+            time.sleep(debt / self.rate)
 
 
 @dataclass
@@ -54,6 +83,22 @@ class FaultProxy:
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
     bytes_served: int = 0
+    conn_rate: int = 0  # bytes/s per connection (0: no cap)
+    link_rate: int = 0  # bytes/s over all connections together (0: no cap)
+    _link: TokenBucket | None = None
+
+    def cap(self, conn_rate: int = 0, link_rate: int = 0) -> None:
+        """Cap each connection at ``conn_rate`` and all of them at ``link_rate`` bytes/s (0: no cap)."""
+        with self.lock:
+            self.conn_rate = conn_rate
+            self.link_rate = link_rate
+            self._link = TokenBucket(link_rate) if link_rate else None
+
+    def buckets(self) -> list[TokenBucket]:
+        """The buckets a new connection draws from: its own, and the link's."""
+        with self.lock:
+            own = [TokenBucket(self.conn_rate)] if self.conn_rate else []
+            return own + ([self._link] if self._link else [])
 
     @property
     def url(self) -> str:
@@ -72,9 +117,11 @@ class FaultProxy:
             self.log.clear()
             self.bytes_served = 0
 
-    def take(self, method: str, path: str) -> Fault | None:
+    def take(self, method: str, path: str, range_header: str | None = None) -> Fault | None:
         with self.lock:
             for fault in self.faults:
+                if fault.range_prefix is not None and not (range_header or "").startswith(fault.range_prefix):
+                    continue
                 if fault.method == method and fault.path_contains in path and fault.hits < fault.times:
                     fault.hits += 1
                     return fault
@@ -99,7 +146,7 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             return None
 
         def _forward(self) -> None:
-            fault = proxy.take(self.command, self.path)
+            fault = proxy.take(self.command, self.path, self.headers.get("Range"))
             hit = Hit(
                 self.command,
                 self.path,
@@ -112,6 +159,7 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             if fault and fault.kind == "status":
                 body = fault.body if fault.body is not None else f"fault injected: {fault.status}\n".encode()
                 self.send_response(fault.status)
+                hit.status = fault.status
                 if fault.retry_after is not None:
                     self.send_header("Retry-After", fault.retry_after)
                 self.send_header("Content-Length", str(len(body)))
@@ -120,15 +168,18 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 return
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != "host"}
+            dropped = HOP_BY_HOP | {"host"} | ({"range"} if fault and fault.kind == "ignore_range" else set())
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
             headers["Host"] = target.netloc
             conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
             try:
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 self.send_response(resp.status)
+                hit.status = resp.status
+                hidden = HOP_BY_HOP | ({"accept-ranges"} if fault and fault.kind == "ignore_range" else set())
                 for key, value in resp.getheaders():
-                    if key.lower() in HOP_BY_HOP:
+                    if key.lower() in hidden:
                         continue
                     if key.lower() == "location":
                         value = value.replace(f"{target.scheme}://{target.netloc}", proxy.url)
@@ -141,11 +192,15 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 if fault and fault.kind == "stall":
                     time.sleep(fault.seconds)
                 served = 0
+                buckets = proxy.buckets()
                 while chunk := resp.read(64 * 1024):
+                    for bucket in buckets:
+                        bucket.take(len(chunk))
                     if fault and fault.kind == "truncate" and served + len(chunk) > fault.after_bytes:
                         chunk = chunk[: fault.after_bytes - served]
                         self.wfile.write(chunk)
                         proxy.served(len(chunk))
+                        hit.sent += len(chunk)
                         break
                     if fault and fault.kind == "corrupt" and served <= fault.after_bytes < served + len(chunk):
                         at = fault.after_bytes - served
@@ -154,6 +209,7 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                         time.sleep(len(chunk) / fault.rate)
                     self.wfile.write(chunk)
                     served += len(chunk)
+                    hit.sent += len(chunk)
                     proxy.served(len(chunk))
             except (BrokenPipeError, ConnectionResetError):
                 pass
@@ -165,12 +221,16 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # 16 parts connecting at once must not overflow the listen backlog
+    daemon_threads = True
+
+
 @contextmanager
 def fault_proxy(upstream: str, host: str = "127.0.0.1") -> Iterator[FaultProxy]:
     """Serve a FaultProxy on a free loopback port for the duration of the block."""
     proxy = FaultProxy(upstream=upstream.rstrip("/"))
-    server = ThreadingHTTPServer((host, 0), _handler(proxy))
-    server.daemon_threads = True
+    server = _Server((host, 0), _handler(proxy))
     proxy.server = server
     thread = threading.Thread(target=server.serve_forever, name="faultproxy", daemon=True)
     thread.start()

@@ -16,10 +16,13 @@ from pathlib import Path
 
 import requests
 import urllib3
+from requests.adapters import HTTPAdapter
 
 from . import __version__
 from .errors import DiskSpaceError, FetchError, NotFoundError, VerifyError
 from .hashing import CHUNK, sha256_file
+from .ranged import NoRanges, RangedConfig, RangedDownload, TransientError, probe, to_prefix
+from .ranged import short as _short
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 USER_AGENT = f"ollama-airgap/{__version__}"
@@ -87,18 +90,17 @@ class BackgroundHash:
         self.thread.join()
 
 
-class TransientError(Exception):
-    def __init__(self, message: str, retry_after: str | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
 class Fetcher:
     """One requests session with the project's retry, timeout and resume rules."""
 
-    def __init__(self, policy: RetryPolicy | None = None) -> None:
+    def __init__(self, policy: RetryPolicy | None = None, ranged: RangedConfig | None = None) -> None:
         self.policy = policy or RetryPolicy()
+        self.ranged = ranged or RangedConfig.from_env()
         self.session = requests.Session()
+        # Room for every part of several blobs at once, so no connection is dropped (and no warning logged).
+        adapter = HTTPAdapter(pool_connections=8, pool_maxsize=max(16, 4 * self.ranged.parts))
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = USER_AGENT
         self.stats = Stats()
 
@@ -172,13 +174,32 @@ class Fetcher:
         headers: Mapping[str, str] | None = None,
         progress: Progress | None = None,
         opened: Callable[[int], requests.Response | None] | None = None,
+        probed: requests.Response | None = None,
     ) -> Path:
         """Download into ``partial`` (resuming what is there), checking sha256 in-stream. Returns ``partial``
         once its digest matched; on a mismatch the file is deleted and VerifyError names the source.
 
+        A blob of at least ``ranged.threshold`` bytes is fetched in parallel ranged parts (ranged.py) when the server
+        honours Range, else in one stream. ``probed`` may hand over the server's answer to ``Range: bytes=0-0``.
         ``opened(offset)`` may hand over a response already streaming from ``offset`` (asked with Range when the
         offset is not 0), so the request that resolved the URL is not thrown away."""
         partial.parent.mkdir(parents=True, exist_ok=True)
+        if size is not None and self.ranged.splits(size):
+            direct, whole = probe(self, url, headers or {}, what, size, probed)
+            if direct is not None:
+                try:
+                    ranged = RangedDownload(self, direct, partial, sha256=sha256, size=size, what=what, headers=headers)
+                    return ranged.run(progress)
+                except NoRanges:
+                    pass  # a part was answered without its range: the rest goes in one stream
+            opened = lambda at: whole if at == 0 else _close(whole)  # noqa: E731
+            to_prefix(partial)
+            if whole is not None:
+                partial.unlink(missing_ok=True)  # the server sends the whole blob: start from 0
+        else:
+            if probed is not None:
+                probed.close()
+            to_prefix(partial)  # parts left by an earlier ranged run: keep their contiguous prefix
         hasher = hashlib.sha256()
         offset = 0
         if partial.exists():
@@ -267,6 +288,6 @@ class Fetcher:
         return offset
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:200]
+def _close(response: requests.Response | None) -> None:
+    if response is not None:
+        response.close()

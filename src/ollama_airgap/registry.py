@@ -145,19 +145,21 @@ class RegistryClient:
         return Manifest(data=data, media_type=media_type, digest=digest)
 
     def open_blob(
-        self, host: str, repository: str, digest: str, offset: int
+        self, host: str, repository: str, digest: str, offset: int, probe: bool = False
     ) -> tuple[str, dict[str, str], requests.Response | None]:
         """Resolve a blob's download URL as ollama's downloader does: same-host redirects are followed, the first
         cross-host redirect is the direct URL (no credentials sent there). When the registry serves the blob itself,
-        its response (from ``offset``, via Range) is returned open, ready to stream."""
+        its response (from ``offset``, via Range) is returned open, ready to stream. ``probe`` asks for
+        ``bytes=0-0`` instead: whether the registry honours Range, before a download in parts."""
         url = f"{self._base(host)}/v2/{repository}/blobs/{digest}"
         origin = urlsplit(url).hostname
+        wanted = "bytes=0-0" if probe else f"bytes={offset}-" if offset else None
         for _ in range(10):
             headers = self._auth_headers(host, repository)
             resp = self.fetcher.request(
                 "GET",
                 url,
-                headers={**headers, **({"Range": f"bytes={offset}-"} if offset else {})},
+                headers={**headers, **({"Range": wanted} if wanted else {})},
                 what=f"{host}/{repository} blob {digest}",
                 allow_redirects=False,
                 stream=True,
@@ -184,10 +186,24 @@ class RegistryClient:
         cache: BlobCache,
         progress: Progress | None = None,
     ) -> Path:
-        """Download a blob into the cache, verified in-stream. A cached blob is returned without a request."""
+        """Download a blob into the cache, verified in-stream. A cached blob is returned without a request. A big
+        blob goes in parallel ranged parts when the registry (or the host it redirects to) honours Range."""
         if cache.has(digest):
             return cache.path(digest)
         partial_path = cache.partial(digest)
+        if self.fetcher.ranged.splits(size):
+            url, headers, response = self.open_blob(host, repository, digest, 0, probe=True)
+            partial = self.fetcher.download(
+                url,
+                partial_path,
+                sha256=digest_hex(digest),
+                size=size,
+                what=f"{host}/{repository} blob {digest}",
+                headers=headers,
+                progress=progress,
+                probed=response,
+            )
+            return cache.commit(digest, partial)
         offset = partial_path.stat().st_size if partial_path.exists() else 0
         url, headers, response = self.open_blob(host, repository, digest, offset)
         partial = self.fetcher.download(
