@@ -98,6 +98,14 @@ def probe(params: dict[str, Any]) -> dict[str, Any]:
     dest, state_dir, staging, digest = params["dest"], params["state_dir"], params["staging"], params["digest"]
     listed = expected_files(params["files"])
     record = read_record(state_dir, dest, digest)
+    if record is not None and params.get("public_key"):
+        # Two small files, checked on every run, so a newly required key is honoured at once.
+        with open(os.path.join(dest, MANIFEST_NAME), "rb") as handle:
+            manifest = handle.read()
+        signature = None
+        with contextlib.suppress(FileNotFoundError), open(os.path.join(dest, SIGNATURE_NAME), "rb") as handle:
+            signature = handle.read()
+        check_signature(manifest, signature, params["public_key"])
     done = load_journal(staging)
     partial: dict[str, int] = {}
     if os.path.isdir(staging):
@@ -276,12 +284,38 @@ def link_from_dest(dest: str, staging: str, path: str, expected: str, rehash: bo
     return hashed
 
 
+def read_meta(stream: Stream, listed: Listed, params: dict[str, Any], seen: set[str]) -> tuple[dict, Any]:
+    """bundle.yaml (first), its signature, SHA256SUMS: checked before anything is written; returns them and the
+    header that follows them."""
+    meta: dict[str, bytes] = {}
+    while (entry := stream.header()) is not None:
+        info, _ = entry
+        if info.name not in META_NAMES:
+            break
+        name = check_member(info, {}, seen, not seen)
+        meta[name] = stream.exact(info.size)
+        stream.skip_padding(info.size)
+        if name == MANIFEST_NAME:
+            check_manifest_digest(meta[name], params["digest"])
+        elif name == SUMS_NAME:
+            check_sums(meta[name], listed, params["sums_sha256"])
+    for name in (MANIFEST_NAME, SUMS_NAME):
+        if name not in meta:
+            raise BundleError(f"{name} is missing from the stream")
+    if params.get("public_key"):
+        check_signature(meta[MANIFEST_NAME], meta.get(SIGNATURE_NAME), params["public_key"])
+    return meta, entry
+
+
 def receive(reader: IO[bytes], params: dict[str, Any]) -> dict[str, Any]:
     """Read the tar stream into staging, verify, swap into dest, write the record."""
     dest, state_dir, staging, digest = params["dest"], params["state_dir"], params["staging"], params["digest"]
     listed = expected_files(params["files"])
     needed = {path: listed[path] for path in params["needed"]}
     resume = {str(path): int(offset) for path, offset in (params.get("resume") or {}).items()}
+    stream = Stream(reader)
+    seen: set[str] = set()
+    meta, entry = read_meta(stream, listed, params, seen)
     done = {path: value for path, value in load_journal(staging).items() if needed.get(path) == value}
     prepare_staging(staging, needed, done, resume)
     hashed = received = linked = 0
@@ -291,48 +325,29 @@ def receive(reader: IO[bytes], params: dict[str, Any]) -> dict[str, Any]:
             note_done(staging, path, needed[path][1])
             done[path] = needed[path]
             linked += 1
-    stream = Stream(reader)
-    seen: set[str] = set()
-    meta: dict[str, bytes] = {}
-    signature_checked = not params.get("public_key")
-    while (entry := stream.header()) is not None:
+    while entry is not None:
         info, offset = entry
-        name = check_member(info, needed, seen, not seen)
-        if name is None:
-            stream.skip_padding(info.size)
-            continue
-        if name in META_NAMES:
-            data = stream.exact(info.size)
-            stream.skip_padding(info.size)
-            meta[name] = data
-            if name == MANIFEST_NAME:
-                check_manifest_digest(data, digest)
-            elif name == SUMS_NAME:
-                check_sums(data, listed, params["sums_sha256"])
-            continue
-        if not signature_checked:
-            check_signature(meta.get(MANIFEST_NAME, b""), meta.get(SIGNATURE_NAME), params["public_key"])
-            signature_checked = True
-        if name in done:
-            raise BundleError(f"{name} was sent although the host holds it verified")
-        if offset and resume.get(name) != offset:
-            raise BundleError(f"{name}: the stream continues at byte {offset}, the host expected {resume.get(name, 0)}")
-        got, count = receive_member(stream, staging, name, info.size + offset, offset)
         info.size += offset
-        received += count
-        hashed += info.size
-        if got != needed[name][1]:
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(staging, name))
-            raise BundleError(f"{name} is altered (sha256 {got}, expected {needed[name][1]}); removed from staging")
-        note_done(staging, name, got)
-        done[name] = needed[name]
+        name = check_member(info, needed, seen, False)
+        if name is None:
+            stream.skip_padding(info.size - offset)
+        elif name in META_NAMES:
+            raise BundleError(f"{name} comes after the bundle's files, refused")
+        elif name in done:
+            raise BundleError(f"{name} was sent although the host holds it verified")
+        elif offset and resume.get(name) != offset:
+            raise BundleError(f"{name}: the stream continues at byte {offset}, the host expected {resume.get(name, 0)}")
+        else:
+            got, count = receive_member(stream, staging, name, info.size, offset)
+            received, hashed = received + count, hashed + info.size
+            if got != needed[name][1]:
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(staging, name))
+                raise BundleError(f"{name} is altered (sha256 {got}, expected {needed[name][1]}); removed from staging")
+            note_done(staging, name, got)
+            done[name] = needed[name]
+        entry = stream.header()
     stream.rest_is_zero()
-    for name in (MANIFEST_NAME, SUMS_NAME):
-        if name not in meta:
-            raise BundleError(f"{name} is missing from the stream")
-    if not signature_checked:
-        check_signature(meta[MANIFEST_NAME], meta.get(SIGNATURE_NAME), params["public_key"])
     missing = [path for path in needed if path not in done]
     if missing:
         raise BundleError(f"{missing[0]} is missing from the stream ({len(missing)} files missing)")
@@ -345,16 +360,42 @@ def receive(reader: IO[bytes], params: dict[str, Any]) -> dict[str, Any]:
     os.makedirs(os.path.dirname(dest), mode=0o755, exist_ok=True)
     exchange(staging, dest)
     shutil.rmtree(staging, ignore_errors=True)  # the old tree after the exchange
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(journal_path(staging))
+    remove_stale_staging(dest)
     record = write_record(state_dir, dest, digest, [*sorted(meta), *needed], params.get("subset"))
     return {"changed": True, "record": record, "received_bytes": received, "hashed_bytes": hashed,
             "linked_files": linked, "files": len(needed)}  # fmt: skip
 
 
+def staging_path(dest: str, digest: str) -> str:
+    """Beside dest (the same file system, for the atomic exchange), one per bundle: what a resume builds on."""
+    return os.path.join(os.path.dirname(dest), f".{os.path.basename(dest)}.staging-{digest[:12]}")
+
+
+def remove_stale_staging(dest: str) -> None:
+    """After a swap, what broken transfers of any bundle left beside dest is of no use any more."""
+    parent, prefix = os.path.dirname(dest), f".{os.path.basename(dest)}.staging-"
+    for name in os.listdir(parent):
+        if name.startswith(prefix):
+            full = os.path.join(parent, name)
+            if os.path.isdir(full) and not os.path.islink(full):
+                shutil.rmtree(full, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(full)
+
+
+def forget_empty(staging: str) -> None:
+    """A refused transfer that verified nothing leaves nothing behind."""
+    if os.path.isdir(staging) and not load_journal(staging):
+        shutil.rmtree(staging, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.unlink(journal_path(staging))
+
+
 def main(reader: IO[bytes], header: dict[str, Any]) -> int:
     """Entry point of the shipped receiver: one JSON line on standard output."""
     params = header["params"]
+    params.setdefault("staging", staging_path(params["dest"], params["digest"]))
     try:
         result = probe(params) if params["mode"] == "probe" else receive(reader, params)
         code = 0
@@ -362,5 +403,7 @@ def main(reader: IO[bytes], header: dict[str, Any]) -> int:
         result, code = {"failed": True, "msg": str(exc)}, 1
     except OSError as exc:
         result, code = {"failed": True, "msg": f"{exc.filename or params.get('dest')}: {exc.strerror or exc}"}, 1
+    if code and params["mode"] != "probe":
+        forget_empty(params["staging"])
     print(json.dumps(result), flush=True)
     return code
