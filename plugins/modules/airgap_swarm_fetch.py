@@ -33,7 +33,9 @@ options:
     description: With C(seeding), the verified, unpacked bundle to seed.
     type: path
   paths:
-    description: With C(seeding), every file of the bundle relative to O(root) (bundle.yaml and SHA256SUMS too).
+    description:
+      - With C(seeding), every file of the bundle relative to O(root) (bundle.yaml and SHA256SUMS too).
+      - C(bundle.yaml.sig) is added when O(root) holds it.
     type: list
     elements: str
   torrent:
@@ -216,8 +218,11 @@ def seeding(module: AnsibleModule) -> None:
     os.makedirs(swarm_dir(state_dir), mode=0o700, exist_ok=True)
     lt, lib = load_engine(module, os.path.join(swarm_dir(state_dir), "lib"))
     torrent_path = os.path.join(swarm_dir(state_dir), f"{digest}.torrent")
+    paths = list(p["paths"])
+    if os.path.isfile(os.path.join(root, "bundle.yaml.sig")):
+        paths.append("bundle.yaml.sig")  # a signed bundle: hosts check the signature as after a push
     if not os.path.isfile(torrent_path):
-        data = engine.make_torrent(lt, root, list(p["paths"]))
+        data = engine.make_torrent(lt, root, paths)
         with open(torrent_path + ".partial", "wb") as handle:
             handle.write(data)
         os.replace(torrent_path + ".partial", torrent_path)

@@ -51,6 +51,7 @@ from .progress import Reporter
 from .registry import OLLAMA_ACCEPT, Manifest, RegistryClient
 from .signing import Ed25519PrivateKey, sign
 from .spec import LocalModel, Spec
+from .swarm_kit import p2p_entries
 
 TAR_OVERHEAD_PER_FILE = 3 * 512
 # Image layers are stored uncompressed in the docker-archive; the registry gives only compressed sizes.
@@ -464,6 +465,12 @@ class Builder:
         github = self.spec.mirror_for("github.com")
         depot = resolve_depot(self.spec.fleet, github, self.spec.ollama.architectures, self.fetcher)
         entries.update((e.path, e) for e in fetch_depot(depot, self.fetcher, self.cache, self.reporter))
+        wheel_source = self.kit_options or KitOptions()  # the deploy kit's package index serves libtorrent too
+        swarm, swarm_meta = p2p_entries(
+            self.spec.fleet.p2p, self.spec.ollama.architectures, self.cache.root, wheel_source.index_url,
+            wheel_source.find_links,
+        )  # fmt: skip
+        entries.update((e.path, e) for e in swarm)
         resolved_at = self.lock.resolved_at if self.lock else started
         lock = Lock(
             bundle=self.spec.name,
@@ -493,6 +500,7 @@ class Builder:
             "spec": _plain(self.spec.raw),
             **({"deploy_kit": kit.meta} if kit else {}),
             **fleet_meta(depot),
+            **swarm_meta,
         }
         sums = sums_text(ordered)
         carried, carried_set = ordered, None

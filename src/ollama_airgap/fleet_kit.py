@@ -21,10 +21,11 @@ from .download import Fetcher
 from .errors import FetchError, SpecError, VerifyError
 from .hashing import HEX_RE
 from .progress import Reporter
+from .swarm_kit import P2PSpec, parse_p2p_spec
 
 DISTRIBUTION_VERSION = "2.8.3"
 RELEASE_PATH = "/distribution/distribution/releases/download/v{version}/{name}"
-FLEET_KEYS = {"depot"}
+FLEET_KEYS = {"depot", "p2p"}
 DEPOT_KEYS = {"version", "url"}
 VERSION_RE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
 _SUM_RE = re.compile(r"^([0-9a-fA-F]{64})\s+\*?(\S+)\s*$")
@@ -35,6 +36,7 @@ class FleetSpec:
     depot: bool = False
     version: str = DISTRIBUTION_VERSION
     url: str = ""  # base URL standing in for https://github.com (default: the spec's github.com mirror)
+    p2p: P2PSpec | None = None  # swarm_kit.py: libtorrent wheels for bundle_transport p2p
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,9 @@ def parse_fleet_spec(value: Any, fail: Callable[[str, str], SpecError]) -> Fleet
     if not isinstance(value, dict) or set(value) - FLEET_KEYS:
         raise fail("fleet", f"must be a mapping with keys from {sorted(FLEET_KEYS)}")
     depot = value.get("depot", False)
+    p2p = parse_p2p_spec(value.get("p2p"), fail)
     if isinstance(depot, bool):
-        return FleetSpec(depot=depot)
+        return FleetSpec(depot=depot, p2p=p2p)
     if not isinstance(depot, dict) or set(depot) - DEPOT_KEYS:
         raise fail("fleet.depot", f"must be true, false or a mapping with keys from {sorted(DEPOT_KEYS)}")
     version = str(depot.get("version", DISTRIBUTION_VERSION)).removeprefix("v")
@@ -75,7 +78,7 @@ def parse_fleet_spec(value: Any, fail: Callable[[str, str], SpecError]) -> Fleet
     url = depot.get("url", "")
     if url and (not isinstance(url, str) or not url.startswith(("http://", "https://"))):
         raise fail("fleet.depot.url", f"{url!r} is not an http(s) URL")
-    return FleetSpec(depot=True, version=version, url=url.rstrip("/"))
+    return FleetSpec(depot=True, version=version, url=url.rstrip("/"), p2p=p2p)
 
 
 def resolve_depot(fleet: FleetSpec, base_url: str, architectures: tuple[str, ...], fetcher: Fetcher) -> list[DepotFile]:
