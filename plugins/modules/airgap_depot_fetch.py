@@ -109,6 +109,7 @@ seconds:
   type: float
 """
 
+import fcntl
 import json
 import os
 import shutil
@@ -123,7 +124,8 @@ from ansible_collections.ollama_airgap.deploy.plugins.module_utils.depot_transfe
 
 STATE_NAME = ".airgap-depot-fetch.json"
 HEX = frozenset("0123456789abcdef")
-RESERVED = ("bundle.yaml", "SHA256SUMS", "bundle.yaml.sig", STATE_NAME)
+RESERVED = ("bundle.yaml", "SHA256SUMS", "bundle.yaml.sig", STATE_NAME, ".lock")
+LOCK_WAIT = 120
 
 
 def is_hex64(value: object) -> bool:
@@ -204,6 +206,17 @@ def run(module: AnsibleModule) -> dict:
         result["would_fetch_bytes"] = sum(max(item.size, 0) for item in todo)
         return {**result, "seconds": 0.0}
     os.makedirs(dest, mode=0o700, exist_ok=True)
+    # One fetch per dest at a time: a run whose connection dropped may still be finishing on the host.
+    lock = os.open(os.path.join(dest, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise FetchError(f"another fetch into {dest} is still running after {LOCK_WAIT} s") from None
+            time.sleep(1)
     started = time.monotonic()
     transfer = Transfer(
         base_url=params["url"].rstrip("/"),
