@@ -150,173 +150,41 @@ linked_files:
   type: int
 """
 
-import contextlib
-import ctypes
-import ctypes.util
-import hashlib
-import json
 import os
-import posixpath
 import shutil
 import stat
 import tarfile
-import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule
-
-MANIFEST_NAME = "bundle.yaml"
-SUMS_NAME = "SHA256SUMS"
-SIGNATURE_NAME = "bundle.yaml.sig"
-MAX_SIGNATURE = 4096
-MAX_MANIFEST = 64 << 20
-CHUNK = 1 << 20
-BLOCK = tarfile.BLOCKSIZE
-RECORD_FORMAT = 1
-HEX = frozenset("0123456789abcdef")
-RENAME_EXCHANGE = 2
-
-
-class BundleError(Exception):
-    """One-line reason the bundle is refused; names the file."""
-
-
-def is_hex64(value: object) -> bool:
-    return isinstance(value, str) and len(value) == 64 and set(value) <= HEX
-
-
-def check_path(name: str) -> None:
-    """A relative, normalised path that stays inside the bundle."""
-    if not name or "\0" in name or "\\" in name or name.startswith("/"):
-        raise BundleError(f"{name!r}: absolute or unsafe path, refused")
-    if posixpath.normpath(name) != name or any(part in ("", ".", "..") for part in name.split("/")):
-        raise BundleError(f"{name!r}: path escapes the bundle or is not normalised, refused")
-
-
-def expected_files(files: list[dict]) -> dict[str, tuple[int, str]]:
-    listed: dict[str, tuple[int, str]] = {}
-    for item in files:
-        path, size, digest = item.get("path"), item.get("size"), item.get("sha256")
-        if not isinstance(path, str) or not isinstance(size, int) or size < 0 or not is_hex64(digest):
-            raise BundleError(f"malformed files entry in {MANIFEST_NAME}: {str(item)[:120]}")
-        check_path(path)
-        if path in listed or path in (MANIFEST_NAME, SUMS_NAME):
-            raise BundleError(f"{path} is listed twice in {MANIFEST_NAME}")
-        listed[path] = (size, digest)
-    return listed
-
-
-def sums_text(listed: dict[str, tuple[int, str]]) -> bytes:
-    return "".join(f"{digest}  {path}\n" for path, (_, digest) in listed.items()).encode()
-
-
-def check_sums(data: bytes, listed: dict[str, tuple[int, str]], sums_sha256: str) -> None:
-    if hashlib.sha256(data).hexdigest() != sums_sha256:
-        raise BundleError(f"{SUMS_NAME} does not match the sha256 recorded in {MANIFEST_NAME}")
-    if data != sums_text(listed):
-        raise BundleError(f"{SUMS_NAME} lists other files than {MANIFEST_NAME}")
-
-
-def check_manifest_digest(data: bytes, expected: str | None) -> str:
-    digest = hashlib.sha256(data).hexdigest()
-    if expected and digest != expected:
-        raise BundleError(f"{MANIFEST_NAME} is not the expected bundle (sha256 {digest}, expected {expected})")
-    return digest
-
-
-# --- records -----------------------------------------------------------------------------------------------
-
-
-def record_path(state_dir: str, digest: str) -> str:
-    return os.path.join(state_dir, "verified", f"{digest}.json")
-
-
-def record_is_current(state_dir: str, dest: str, digest: str) -> bool:
-    """The record exists, names dest, and every file still has its recorded size, mtime_ns and inode."""
-    try:
-        with open(record_path(state_dir, digest)) as handle:
-            record = json.load(handle)
-    except (OSError, ValueError):
-        return False
-    if record.get("format") != RECORD_FORMAT or record.get("digest") != digest or record.get("dest") != dest:
-        return False
-    entries = record.get("files") or []
-    if not any(entry[0] == MANIFEST_NAME for entry in entries):
-        return False
-    for path, size, mtime_ns, inode in entries:
-        try:
-            info = os.lstat(os.path.join(dest, path))
-        except OSError:
-            return False
-        if not stat.S_ISREG(info.st_mode) or (info.st_size, info.st_mtime_ns, info.st_ino) != (size, mtime_ns, inode):
-            return False
-    return True
-
-
-def write_record(state_dir: str, dest: str, digest: str, paths: list[str]) -> str:
-    entries = []
-    for path in paths:
-        info = os.lstat(os.path.join(dest, path))
-        entries.append([path, info.st_size, info.st_mtime_ns, info.st_ino])
-    directory = os.path.join(state_dir, "verified")
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    # One bundle per dest: records of what dest held before are stale now.
-    for name in os.listdir(directory):
-        if name.endswith(".json") and name != f"{digest}.json":
-            with contextlib.suppress(OSError, ValueError), open(os.path.join(directory, name)) as handle:
-                if json.load(handle).get("dest") == dest:
-                    os.unlink(os.path.join(directory, name))
-    target = record_path(state_dir, digest)
-    document = {
-        "format": RECORD_FORMAT,
-        "digest": digest,
-        "dest": dest,
-        "verified_at": int(time.time()),
-        "files": entries,
-    }
-    partial = target + ".partial"
-    with open(partial, "w") as handle:
-        json.dump(document, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, target)
-    return target
-
-
-def recorded_digest(state_dir: str, dest: str) -> str:
-    """The digest of the bundle whose record names dest ("" when none)."""
-    directory = os.path.join(state_dir, "verified")
-    with contextlib.suppress(OSError):
-        for name in sorted(os.listdir(directory)):
-            if name.endswith(".json"):
-                with contextlib.suppress(OSError, ValueError), open(os.path.join(directory, name)) as handle:
-                    record = json.load(handle)
-                    if record.get("dest") == dest and is_hex64(record.get("digest")):
-                        return str(record["digest"])
-    return ""
-
-
-def require_base(state_dir: str, dest: str, base: str) -> None:
-    """A differential bundle needs its base, intact, in dest."""
-    if record_is_current(state_dir, dest, base):
-        return
-    holds = recorded_digest(state_dir, dest)
-    what = f"it holds bundle {holds}" if holds else "it holds no verified bundle"
-    state = "" if not holds or record_is_current(state_dir, dest, holds) else " (altered since verified)"
-    raise BundleError(
-        f"this differential bundle needs base bundle {base} in {dest}, and {what}{state}; "
-        "deploy the base or a full bundle first. Nothing was changed"
-    )
-
-
-def free_bytes(path: str) -> int:
-    probe = path
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe) or "/"
-    info = os.statvfs(probe)
-    return info.f_bavail * info.f_frsize
-
+from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle_checks import (
+    MANIFEST_NAME,
+    MAX_MANIFEST,
+    MAX_SIGNATURE,
+    SIGNATURE_NAME,
+    SUMS_NAME,
+    BundleError,
+    Listed,
+    check_manifest_digest,
+    check_sums,
+    copy_hashing,
+    exchange,
+    expected_files,
+    hash_file,
+    is_hex64,
+    read_sums,
+    scan_archive,
+    walk_tree,
+)
+from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle_receive import check_signature
+from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle_records import (
+    free_bytes,
+    record_is_current,
+    record_path,
+    recorded_digest,
+    require_base,
+    write_record,
+)
 
 # --- reading the source ------------------------------------------------------------------------------------
 
@@ -345,123 +213,7 @@ def read_manifest(src: str) -> tuple[bytes, str]:
         raise BundleError(f"not a readable tar archive ({exc})") from None
 
 
-def scan_archive(tar: tarfile.TarFile, size: int, listed: dict[str, tuple[int, str]]) -> list[tarfile.TarInfo]:
-    """Every header checked before anything is written; returns the regular members in archive order."""
-    members: list[tarfile.TarInfo] = []
-    seen: set[str] = set()
-    for member in tar:
-        name = member.name.rstrip("/") if member.isdir() else member.name
-        check_path(name)
-        if member.isdir():
-            continue
-        if member.issym() or member.islnk():
-            raise BundleError(f"{name} is a link ({member.linkname!r}), refused")
-        if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
-            raise BundleError(f"{name} is a device or special file, refused")
-        if name in seen:
-            raise BundleError(f"{name} appears twice in the archive")
-        seen.add(name)
-        if (name == MANIFEST_NAME) != (not members):
-            raise BundleError(f"{MANIFEST_NAME} is not the first member: not a bundle")
-        if name == SIGNATURE_NAME:
-            if member.size > MAX_SIGNATURE:
-                raise BundleError(f"{name} is larger than {MAX_SIGNATURE} bytes")
-        elif name not in (MANIFEST_NAME, SUMS_NAME):
-            if name not in listed:
-                raise BundleError(f"{name} is not listed in {MANIFEST_NAME}, refused")
-            if member.size != listed[name][0]:
-                raise BundleError(f"{name} is altered (size {member.size}, expected {listed[name][0]})")
-        elif member.size > MAX_MANIFEST:
-            raise BundleError(f"{name} is larger than {MAX_MANIFEST} bytes")
-        members.append(member)
-    for name in [*listed, SUMS_NAME]:
-        if name not in seen:
-            raise BundleError(f"{name} is missing from the archive")
-    # tar.offset is where the end-of-archive marker starts; only zero padding may follow it.
-    with open(tar.name, "rb") as handle:  # type: ignore[arg-type]
-        handle.seek(tar.offset)
-        while chunk := handle.read(CHUNK):
-            if any(chunk):
-                raise BundleError(f"{size - tar.offset} bytes past the end of the archive (over its declared size)")
-    return members
-
-
-def copy_hashing(reader, path: str, size: int) -> str:
-    """Write reader's bytes to a new file at path while hashing them; returns the hex digest."""
-    digest = hashlib.sha256()
-    buffer = bytearray(CHUNK)
-    view = memoryview(buffer)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    try:
-        left = size
-        while left:
-            count = reader.readinto(view[: min(left, CHUNK)])
-            if not count:
-                raise BundleError(f"{path}: source ended early")
-            digest.update(view[:count])
-            written = 0
-            while written < count:
-                written += os.write(fd, view[written:count])
-            left -= count
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return digest.hexdigest()
-
-
-def hash_file(path: str) -> str:
-    digest = hashlib.sha256()
-    buffer = bytearray(CHUNK)
-    view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as handle:
-        while count := handle.readinto(view):
-            digest.update(view[:count])
-    return digest.hexdigest()
-
-
-def walk_tree(root: str, listed: dict[str, tuple[int, str]]) -> None:
-    """An unpacked tree holds exactly the listed files (plus bundle.yaml, SHA256SUMS), regular, of the right size."""
-    seen: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            full = os.path.join(dirpath, name)
-            rel = os.path.relpath(full, root)
-            mode = os.lstat(full).st_mode
-            if stat.S_ISDIR(mode):
-                continue
-            if not stat.S_ISREG(mode):
-                raise BundleError(f"{rel} is not a regular file (link or device), refused")
-            if rel not in listed and rel not in (MANIFEST_NAME, SUMS_NAME, SIGNATURE_NAME):
-                raise BundleError(f"{rel} is not listed in {MANIFEST_NAME}, refused")
-            seen.add(rel)
-    for path, (size, _) in listed.items():
-        if path not in seen:
-            raise BundleError(f"{path} is missing")
-        actual = os.path.getsize(os.path.join(root, path))
-        if actual != size:
-            raise BundleError(f"{path} is altered (size {actual}, expected {size})")
-    if SUMS_NAME not in seen:
-        raise BundleError(f"{SUMS_NAME} is missing")
-
-
 # --- installing --------------------------------------------------------------------------------------------
-
-
-def exchange(staging: str, dest: str) -> None:
-    """Put staging at dest: one atomic renameat2(RENAME_EXCHANGE) when dest exists, plain rename otherwise."""
-    if not os.path.lexists(dest):
-        os.rename(staging, dest)
-        return
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    renameat2 = getattr(libc, "renameat2", None)
-    at_fdcwd = -100
-    if renameat2 is not None and renameat2(at_fdcwd, staging.encode(), at_fdcwd, dest.encode(), RENAME_EXCHANGE) == 0:
-        return  # staging now holds the old tree
-    # No renameat2 (old libc or file system): two renames, a brief moment without dest.
-    aside = staging + ".old"
-    os.rename(dest, aside)
-    os.rename(staging, dest)
-    os.rename(aside, staging)
 
 
 def carried_set(files: list[dict]) -> set[str] | None:
@@ -474,14 +226,14 @@ def carried_set(files: list[dict]) -> set[str] | None:
     return {item["path"] for item in files if item["carried"]}
 
 
-def in_archive(listed: dict[str, tuple[int, str]], carried: set[str] | None) -> dict[str, tuple[int, str]]:
+def in_archive(listed: Listed, carried: set[str] | None) -> Listed:
     return listed if carried is None else {path: value for path, value in listed.items() if path in carried}
 
 
 def extract_archive(
     src: str,
     staging: str,
-    listed: dict[str, tuple[int, str]],
+    listed: Listed,
     digest: str,
     sums_sha256: str,
     carried: set[str] | None = None,
@@ -515,7 +267,7 @@ def extract_archive(
 def copy_directory(
     src: str,
     staging: str,
-    listed: dict[str, tuple[int, str]],
+    listed: Listed,
     digest: str,
     sums_sha256: str,
     carried: set[str] | None = None,
@@ -548,23 +300,10 @@ def copy_directory(
     return hashed
 
 
-def read_base_sums(base_root: str) -> dict[str, str]:
-    """path -> sha256 from the base tree's SHA256SUMS (intact: its record was checked)."""
-    sums: dict[str, str] = {}
-    with open(os.path.join(base_root, SUMS_NAME), encoding="utf-8") as handle:
-        for line in handle:
-            digest, sep, path = line.rstrip("\n").partition("  ")
-            if sep and is_hex64(digest):
-                sums[path] = digest
-    return sums
-
-
-def link_from_base(
-    base_root: str, staging: str, listed: dict[str, tuple[int, str]], carried: set[str], rehash: bool
-) -> tuple[int, int]:
+def link_from_base(base_root: str, staging: str, listed: Listed, carried: set[str], rehash: bool) -> tuple[int, int]:
     """Hard-link (or copy while hashing) every file the delta does not carry from the base tree into staging.
     Returns (files linked, bytes hashed)."""
-    base_sums = read_base_sums(base_root)
+    base_sums = read_sums(base_root)
     linked = hashed = 0
     for path, (size, expected) in listed.items():
         if path in carried:
@@ -594,7 +333,7 @@ def link_from_base(
     return linked, hashed
 
 
-def verify_in_place(root: str, listed: dict[str, tuple[int, str]], digest: str, sums_sha256: str, workers: int) -> int:
+def verify_in_place(root: str, listed: Listed, digest: str, sums_sha256: str, workers: int) -> int:
     walk_tree(root, listed)
     with open(os.path.join(root, MANIFEST_NAME), "rb") as handle:
         check_manifest_digest(handle.read(MAX_MANIFEST + 1), digest)
@@ -630,28 +369,6 @@ def read_signed_pair(src: str) -> tuple[bytes, bytes | None]:
         return manifest, handle.read()
 
 
-def check_signature(module: AnsibleModule, src: str, public_key: str) -> None:
-    """Ed25519 signature of bundle.yaml, checked offline with the host's OpenSSL before anything is installed."""
-    manifest, signature = read_signed_pair(src)
-    if signature is None:
-        raise BundleError(f"bundle is not signed ({SIGNATURE_NAME} missing) but a signing key is required")
-    openssl = module.get_bin_path("openssl")
-    if not openssl:
-        raise BundleError("openssl is needed on the host to check the bundle signature")
-    with tempfile.TemporaryDirectory(prefix="airgap-signature-") as tmp:
-        paths = {}
-        for name, data in (("key.pem", public_key.encode()), ("bundle.yaml", manifest), ("bundle.sig", signature)):
-            paths[name] = os.path.join(tmp, name)
-            with open(paths[name], "wb") as handle:
-                handle.write(data)
-        rc, _, _ = module.run_command(
-            [openssl, "pkeyutl", "-verify", "-pubin", "-inkey", paths["key.pem"], "-rawin",
-             "-in", paths["bundle.yaml"], "-sigfile", paths["bundle.sig"]]
-        )  # fmt: skip
-    if rc != 0:
-        raise BundleError(f"{SIGNATURE_NAME} does not match {MANIFEST_NAME} (altered, or signed by another key)")
-
-
 def ensure_present(module: AnsibleModule, src: str | None, dest: str, state_dir: str, digest: str) -> dict:
     params = module.params
     record = record_path(state_dir, digest)
@@ -660,7 +377,7 @@ def ensure_present(module: AnsibleModule, src: str | None, dest: str, state_dir:
         # Two small files, checked on every run, so a newly required key is honoured at once.
         signed_source = dest if current else src
         if signed_source and os.path.exists(signed_source):
-            check_signature(module, signed_source, params["public_key"])
+            check_signature(*read_signed_pair(signed_source), params["public_key"])
     if current:
         return {"changed": False, "current": True, "digest": digest, "root": dest, "record": record, "hashed_bytes": 0}
     base = params["base_digest"]

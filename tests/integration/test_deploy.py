@@ -107,9 +107,10 @@ def test_second_run_changes_nothing_and_sends_nothing(deployed: Deployment, ansi
     result = ansible_playbook("site.yml")
     print(f"\n[deploy] no-op site.yml: {result.seconds:.1f} s (first run {deployed.result.seconds:.1f} s)")
     assert_no_changes(result, [h.name for h in deployed.hosts.hosts])
-    # The bundle was neither copied again nor re-hashed: its copy task was skipped on every host.
-    copy_section = result.output.split("TASK [bundle : Copy the bundle to the host]")[1].split("TASK [")[0]
-    assert "skipping: [" in copy_section and "ok: [" not in copy_section and "changed: [" not in copy_section
+    # The bundle was neither sent again nor re-hashed: the stream task found each host's record intact.
+    stream_section = result.output.split(" : Stream the bundle to the host]")[1]
+    stream_section = stream_section.split("TASK [")[0]
+    assert "ok: [" in stream_section and "changed: [" not in stream_section, stream_section
 
 
 @pytest.mark.hosts

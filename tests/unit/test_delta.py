@@ -195,7 +195,10 @@ def run_module(tmp_path: Path, check: bool = False, **args: Any) -> dict[str, An
     args_file = tmp_path / "args.json"
     payload: dict[str, Any] = {**args, "_ansible_check_mode": check, "_ansible_diff": True}
     args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": payload}))
-    proc = subprocess.run([sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True, check=False)
+    # The module imports the collection's module_utils (plugins/module_utils), resolved through scripts/setup.sh's link.
+    env = {**os.environ, "PYTHONPATH": str(MODULE.parents[2] / ".ansible" / "collections")}
+    proc = subprocess.run([sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True, check=False,
+                          env=env)  # fmt: skip
     result: dict[str, Any] = json.loads(proc.stdout)
     return result
 
