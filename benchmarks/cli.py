@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks import bundle_side, deploy_side
+from benchmarks import bundle_side, deploy_side, ranged_side
 from benchmarks.bed import Bed, parse_size, size_label
 from benchmarks.measure import machine_info
 from benchmarks.report import Figure, Skipped, markdown, write
@@ -41,6 +41,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--deploy-size", default="1G", help="model size for the deploy figures (1G)")
     parser.add_argument("--fleet", type=int, default=4, help="hosts in the fleet figure (4)")
+    parser.add_argument(
+        "--ranged-size", default="1G", help="blob size of the ranged-download figures 1c-1e, run with --only ranged"
+    )
+    parser.add_argument(
+        "--ranged-conn-rate", default="20", type=float, help="MB/s per connection for figures 1c/1d (20)"
+    )
+    parser.add_argument(
+        "--ranged-link-rate", default="125", help="MB/s of the link in figure 1e, comma-separated for several (125)"
+    )
     parser.add_argument("--work-dir", type=Path, default=Path("/var/tmp"), help="where scratch files go (on disk)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where results are written")
     parser.add_argument("--no-write", action="store_true", help="print the table only")
@@ -97,6 +106,14 @@ def main(argv: list[str] | None = None) -> int:
         if "4" in wanted:
             figures += bundle_side.memory_figures(ctx, memory_sizes, args.memory_reps)
             figures += [Skipped(f"4 ({size_label(s)})", "Peak RSS", "not enough free disk") for s in reversed(dropped)]
+        if "ranged" in wanted:
+            figures += ranged_side.ranged_figures(
+                ctx,
+                bed.model(parse_size(args.ranged_size)),
+                int(args.ranged_conn_rate * 1e6),
+                [int(float(rate) * 1e6) for rate in args.ranged_link_rate.split(",")],
+                args.reps,
+            )
         if wanted & set(DEPLOY_FIGURES):
             figures += deploy_side.run(
                 ctx, wanted & set(DEPLOY_FIGURES), parse_size(args.deploy_size), args.fleet, args.reps

@@ -15,17 +15,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
-
-from ollama_airgap.builder import Builder
-from ollama_airgap.bundle import MANIFEST_NAME, SUMS_NAME, Entry, pack
-from ollama_airgap.cache import BlobCache
-from ollama_airgap.download import Fetcher
-from ollama_airgap.progress import Reporter
-from ollama_airgap.spec import load_spec
+# Each phase imports only what it uses, so a process's start-up is not charged for modules the phase never runs.
 
 
 def fetch(spec_path: str, cache_dir: str, *mirrors: str) -> dict[str, object]:
+    from ollama_airgap.builder import Builder
+    from ollama_airgap.cache import BlobCache
+    from ollama_airgap.progress import Reporter
+    from ollama_airgap.spec import load_spec
+
     spec = load_spec(Path(spec_path), dict(pair.split("=", 1) for pair in mirrors))
     started = time.perf_counter()
     builder = Builder(spec, BlobCache(Path(cache_dir)), Reporter(enabled=False))
@@ -41,6 +39,8 @@ def fetch(spec_path: str, cache_dir: str, *mirrors: str) -> dict[str, object]:
 
 
 def download(url: str, sha256: str, size: str, out: str) -> dict[str, object]:
+    from ollama_airgap.download import Fetcher
+
     fetcher = Fetcher()
     started = time.perf_counter()
     fetcher.download(url, Path(out), sha256=sha256, size=int(size), what="benchmark blob")
@@ -48,6 +48,11 @@ def download(url: str, sha256: str, size: str, out: str) -> dict[str, object]:
 
 
 def pack_dir(root: str, out: str) -> dict[str, object]:
+    import yaml
+
+    from ollama_airgap.bundle import MANIFEST_NAME, SUMS_NAME, Entry, pack
+    from ollama_airgap.progress import Reporter
+
     base = Path(root)
     manifest = (base / MANIFEST_NAME).read_bytes()
     sums = (base / SUMS_NAME).read_bytes()

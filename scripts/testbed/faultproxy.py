@@ -55,12 +55,12 @@ class Hit:
 
 
 class TokenBucket:
-    """``rate`` bytes per second with a burst of 1/20 s (at least 64 KiB); callers sleep off what they take beyond it,
-    so threads sharing one bucket share its rate."""
+    """``rate`` bytes per second with a burst of 64 KiB (a new connection gets no head start worth measuring);
+    callers sleep off what they take beyond it, so threads sharing one bucket share its rate."""
 
     def __init__(self, rate: int) -> None:
         self.rate = rate
-        self.burst = max(64 * 1024, rate // 20)
+        self.burst = 64 * 1024
         self.tokens = float(self.burst)
         self.stamp = time.monotonic()
         self.lock = threading.Lock()
