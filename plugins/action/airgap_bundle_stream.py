@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import time
 from typing import Any
 
 from ansible.errors import AnsibleError
@@ -149,7 +150,9 @@ class ActionModule(ActionBase):
         params = {**base, "mode": "receive", "needed": needed, "link": link, "public_key": args["public_key"],
                   "resume": {p: o for p, o in send if o}, "subset": subset, "rehash_base": args["rehash_base"],
                   "sums_sha256": manifest["sha256sums_sha256"]}  # fmt: skip
+        started = time.monotonic()
         done, sent = self._call(task_vars, params, lambda fd: send_members(fd, source, send, listed))
+        common["stream_seconds"] = round(time.monotonic() - started, 3)
         if done.get("failed"):
             return {**common, "changed": False, "failed": True, "msg": done["msg"], "sent_bytes": sent}
         return {**common, **done, "current": True, "sent_bytes": sent}
