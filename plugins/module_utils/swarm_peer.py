@@ -104,10 +104,8 @@ def piece_size_for(total: int) -> int:
 def make_torrent(lt: ModuleType, root: str, paths: list[str]) -> bytes:
     """The v2 torrent of ``paths`` (relative to ``root``), byte-identical on every run for the same files."""
     entries = [(path, os.path.getsize(os.path.join(root, path))) for path in sorted(set(paths))]
-    storage = lt.file_storage()
-    for path, size in entries:
-        storage.add_file(f"{TORRENT_NAME}/{path}", size)
-    creator = lt.create_torrent(storage, piece_size_for(sum(s for _, s in entries)), lt.create_torrent.v2_only)
+    files = [lt.create_file_entry(f"{TORRENT_NAME}/{path}", size) for path, size in entries]
+    creator = lt.create_torrent(files, piece_size_for(sum(s for _, s in entries)), lt.create_torrent.v2_only)
     creator.set_creator("")
     creator.set_creation_date(0)
     lt.set_piece_hashes(creator, _parent_of(root))
@@ -151,6 +149,10 @@ def session_settings(lt: ModuleType, listen: str) -> dict[str, Any]:
         "enable_lsd": False,
         "enable_upnp": False,
         "enable_natpmp": False,
+        # TCP only: a LAN needs no uTP congestion yielding, and a killed peer's TCP connections are reset at once
+        # (a dead uTP connection lingers at the other end and makes it refuse the restarted peer as a duplicate).
+        "enable_outgoing_utp": False,
+        "enable_incoming_utp": False,
         "allow_multiple_connections_per_ip": True,  # several peers behind one address (and the loopback tests)
         "unchoke_slots_limit": -1,  # a LAN of cooperating hosts: no tit-for-tat
         "connections_limit": 400,
@@ -180,6 +182,7 @@ class Peer:
         params.save_path = job["save_path"]
         params.flags &= ~lt.torrent_flags.auto_managed  # seed until told to stop, never queued
         params.flags &= ~lt.torrent_flags.paused
+        params.upload_limit = int(job.get("upload_limit", 0))  # bytes/s, 0 = none (tests, shared links)
         if job.get("seed_mode"):
             params.flags |= lt.torrent_flags.seed_mode  # a verified tree: pieces are checked lazily when first sent
         wanted = job.get("files")
@@ -240,7 +243,8 @@ def write_json(path: str, data: dict[str, Any]) -> None:
 
 
 def run_job(job_path: str) -> int:
-    """Run the job ``job_path`` (JSON: lib, torrent, save_path, listen, peers, files, seed_mode, status, max_s)."""
+    """Run the job ``job_path`` (JSON: lib, torrent, save_path, listen, peers, files, seed_mode, upload_limit,
+    status, max_s) until SIGTERM or max_s."""
     with open(job_path, encoding="utf-8") as handle:
         job = json.load(handle)
     stop = {"now": False}
@@ -259,6 +263,7 @@ def run_job(job_path: str) -> int:
         now = time.monotonic()
         if now - last_connect >= RECONNECT_EVERY_S:
             peer.reconnect()
+            peer.handle.flush_cache()  # written pieces reach the disk: a killed peer resumes from them
             last_connect = now
         peer.drain_alerts()
         status = peer.status()
