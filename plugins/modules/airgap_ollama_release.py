@@ -63,6 +63,7 @@ import json
 import os
 import re
 import shutil
+import tarfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -101,6 +102,54 @@ def _symlink_atomic(target: str, link: str) -> None:
         os.unlink(tmp)
     os.symlink(target, tmp)
     os.replace(tmp, link)
+
+
+class _NoOwner(tarfile.TarFile):
+    """Files belong to whoever unpacks them (GNU tar's --no-same-owner)."""
+
+    def chown(self, tarinfo: tarfile.TarInfo, targetpath: str, numeric_owner: bool) -> None:
+        return
+
+
+def _inside(root: str, path: str) -> bool:
+    return path == root or path.startswith(root + os.sep)
+
+
+def unpack_tar(path: str, dest: str) -> str:
+    """Extract a release tar (plain or gzip) into DEST with Python's tarfile; "" when done, else why not.
+
+    Refused before a byte of them is written: absolute names, "..", devices and fifos, links pointing out of
+    DEST, and members below a symlink that leaves DEST. An existing file is replaced, never written through."""
+    root = os.path.realpath(dest)
+    trusted = {"filter": "fully_trusted"} if hasattr(tarfile, "data_filter") else {}  # checked here instead
+    try:
+        with _NoOwner.open(path, "r:*") as tar:
+            for member in tar:
+                name = member.name
+                while name.startswith("./"):
+                    name = name[2:]
+                if name in ("", "."):
+                    continue
+                parts = name.split("/")
+                if name.startswith("/") or ".." in parts:
+                    return f"unsafe member name {member.name!r}"
+                if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+                    return f"{member.name} is a device or special file"
+                if member.issym() or member.islnk():
+                    base = os.path.dirname(name) if member.issym() else ""
+                    link = os.path.normpath(os.path.join(base, member.linkname))
+                    if member.linkname.startswith("/") or link == ".." or link.startswith("../"):
+                        return f"{member.name} links out of the release ({member.linkname})"
+                target = os.path.join(dest, *parts)
+                if not _inside(root, os.path.realpath(os.path.dirname(target))):
+                    return f"{member.name} lies below a link that leaves the release"
+                if not member.isdir() and os.path.lexists(target) and not os.path.isdir(target):
+                    os.unlink(target)
+                member.name = name
+                tar.extract(member, dest, set_attrs=True, **trusted)
+    except (OSError, tarfile.TarError, EOFError) as exc:
+        return str(exc)[:300]
+    return ""
 
 
 class Releases:
@@ -177,13 +226,18 @@ class Releases:
         os.makedirs(staging, mode=0o755)
         for archive in archives:
             path = os.path.join(bundle_root, archive["path"])
-            codec = "--zstd" if archive["name"].endswith(".zst") else "--gzip"
-            # In order, base first; GNU tar keeps the symlinks (libfoo.so -> libfoo.so.12 -> ...).
-            argv = ["tar", "--extract", f"--file={path}", f"--directory={staging}", "--no-same-owner", codec]
-            rc, _, err = self.module.run_command(argv)
-            if rc != 0:
+            # In order, base first, symlinks kept (libfoo.so -> libfoo.so.12 -> ...). A plain .tar (what bundle
+            # build makes of a .tar.zst) and a .tgz need only Python; a .tar.zst from an older bundle needs zstd.
+            error = ""
+            if archive["name"].endswith(".zst"):
+                argv = ["tar", "--extract", f"--file={path}", f"--directory={staging}", "--no-same-owner", "--zstd"]
+                rc, _, err = self.module.run_command(argv)
+                error = err.strip()[:300] if rc != 0 else ""
+            else:
+                error = unpack_tar(path, staging)
+            if error:
                 shutil.rmtree(staging, ignore_errors=True)
-                self.module.fail_json(msg=f"ollama: unpacking {archive['name']} failed: {err.strip()[:300]}")
+                self.module.fail_json(msg=f"ollama: unpacking {archive['name']} failed: {error}")
         if not os.path.isfile(os.path.join(staging, "bin", "ollama")):
             shutil.rmtree(staging, ignore_errors=True)
             self.module.fail_json(msg=f"ollama: {archives[0]['name']} has no bin/ollama")

@@ -49,6 +49,7 @@ from .ollama_model import (
 from .ollama_release import ARCHIVE_SUFFIXES, ReleaseFetcher, ReleaseFile, asset_names
 from .progress import Reporter
 from .registry import OLLAMA_ACCEPT, Manifest, RegistryClient
+from .release_tar import ZST, carry
 from .signing import Ed25519PrivateKey, sign
 from .spec import LocalModel, Spec
 from .swarm_kit import p2p_entries
@@ -427,6 +428,7 @@ class Builder:
         image_bytes = {d.digest: d.size for image in images for d in image.blobs}
         missing = sum(size for digest, size in {**blob_sizes, **image_bytes}.items() if not self.cache.has(digest))
         expanded = IMAGE_EXPANSION_ESTIMATE * sum(image_bytes.values())
+        expanded += 4 * sum(r.size for r in releases if r.name.endswith(ZST))  # unpacked .tar.zst
         archive_estimate = sum(blob_sizes.values()) + expanded + TAR_OVERHEAD_PER_FILE * (len(blob_sizes) + 16)
         self.preflight_disk(missing + expanded, archive_estimate + (1 << 20), output)
 
@@ -439,10 +441,9 @@ class Builder:
         entries: dict[str, Entry] = {}
         version = self.spec.ollama.version
         entries[f"ollama/{version}/sha256sum.txt"] = Entry.from_bytes(f"ollama/{version}/sha256sum.txt", sums_txt)
-        for release in releases:
-            entries[release.bundle_path] = Entry(
-                release.bundle_path, release.size, release.sha256, self.cache.path("sha256:" + release.sha256)
-            )
+        # .tar.zst releases travel as plain tars (hosts need no zstd), chained to the upstream digest.
+        shipped = [carry(r, self.cache, self.reporter.task(f"unpack {r.name}", r.size)) for r in releases]
+        entries.update((c.path, c.entry()) for c in shipped)
         model_meta = []
         for model in models:
             text = self.modelfile_for(model)
@@ -489,10 +490,7 @@ class Builder:
             "created": resolved_at,
             "ollama": {
                 "version": version,
-                "files": [
-                    {"name": r.name, "path": r.bundle_path, "sha256": r.sha256, "size": r.size, "url": r.url}
-                    for r in releases
-                ],
+                "files": [c.meta() for c in shipped],
             },
             "models": model_meta,
             "images": image_meta,

@@ -92,7 +92,9 @@ def test_full_build_is_verified_and_complete(first_build: dict, mirrors: Mirrors
     assert main(["verify", str(out), "-q"]) == 0
     with tarfile.open(out) as tar:
         names = set(tar.getnames())
-    assert "ollama/0.14.1/ollama-linux-amd64.tar.zst" in names and "ollama/0.14.1/ollama-linux-arm64.tar.zst" in names
+    # .tar.zst releases travel as plain tars (issue 13: hosts need no zstd)
+    assert "ollama/0.14.1/ollama-linux-amd64.tar" in names and "ollama/0.14.1/ollama-linux-arm64.tar" in names
+    assert not any(n.endswith(".zst") for n in names)
     assert "ollama/0.14.1/sha256sum.txt" in names
     for model in MODELS:
         entry = mirrors.catalog[model]

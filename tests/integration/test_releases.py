@@ -132,11 +132,16 @@ def test_bundle_carries_base_and_overlays_checked_against_sha256sum(mirrors: Mir
         meta = yaml.safe_load(bundle.extractfile("bundle.yaml").read())  # type: ignore[union-attr]
         assert bundle.extractfile(f"ollama/{OLLAMA_VERSION_CURRENT}/sha256sum.txt").read() == upstream_text  # type: ignore[union-attr]
         files = meta["ollama"]["files"]
-        # Base first, then its overlays, per architecture: the order a host unpacks them in.
-        assert [f["name"] for f in files] == ARCHIVES
+        # Base first, then its overlays, per architecture: the order a host unpacks them in. Each .tar.zst travels
+        # as its plain tar (hosts need no zstd), chained to the upstream digest (issue 13).
+        assert [f["upstream_archive"] for f in files] == ARCHIVES
+        assert [f["name"] for f in files] == [name.removesuffix(".zst") for name in ARCHIVES]
         for entry in files:
             data = bundle.extractfile(entry["path"]).read()  # type: ignore[union-attr]
-            assert hashlib.sha256(data).hexdigest() == entry["sha256"] == upstream[entry["name"]]
+            assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+            assert entry["upstream_sha256"] == upstream[entry["upstream_archive"]]
+            compressed = _get(f"{mirrors.release_base_url}/v{OLLAMA_VERSION_CURRENT}/{entry['upstream_archive']}")
+            assert zstandard.ZstdDecompressor().decompressobj().decompress(compressed) == data
     assert meta["lock"]["ollama"]["files"] == {name: upstream[name] for name in ARCHIVES}
 
 
@@ -257,6 +262,6 @@ def test_jetpack_variant_chosen_from_nv_tegra_release(
     assert result.returncode == 0, result.explain()
     planned = [line for line in result.output.splitlines() if "; archives: " in line]
     assert planned, result.explain()
-    assert any("ollama-linux-arm64.tar.zst" in line for line in planned), result.explain()
-    assert any("ollama-linux-arm64-jetpack6.tar.zst" in line for line in planned), result.explain()
+    assert any("ollama-linux-arm64.tar" in line for line in planned), result.explain()
+    assert any("ollama-linux-arm64-jetpack6.tar" in line for line in planned), result.explain()
     assert not any("jetpack5" in line or "amd64" in line for line in planned), result.explain()

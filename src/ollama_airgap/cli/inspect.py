@@ -43,6 +43,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> tuple[dict[str, Any], s
         "images": doc.get("images"),
         "files": len(index.files),
         "delta": delta,  # what a differential bundle adds to its base; null for a full bundle
+        "deploy_kit": doc.get("deploy_kit"),  # null when built with --no-deploy-kit
     }
     if not args.json:
         console = Console()
@@ -68,6 +69,16 @@ def run(args: argparse.Namespace, reporter: Reporter) -> tuple[dict[str, Any], s
             console.print(line, soft_wrap=True, markup=False, highlight=False)
         if delta:
             _print_delta(console, delta)
+        kit = doc.get("deploy_kit")
+        if isinstance(kit, dict):
+            console.print(
+                f"deploy kit: ./{kit.get('entry')} -i INVENTORY; python {', '.join(kit.get('python') or [])}; "
+                f"platforms {', '.join(kit.get('platforms') or [])}; {kit.get('collection')}; "
+                f"{kit.get('wheels')} wheels; {kit.get('size')} bytes",
+                soft_wrap=True,
+                markup=False,
+                highlight=False,
+            )
         for image in doc.get("images") or []:
             console.print(
                 f"image {image.get('reference')} [{image.get('platform')}]  id {str(image.get('image_id'))[:19]}  "
