@@ -207,8 +207,8 @@ def dial_set(peers: list[str], own: str | None, first: int, limit: int) -> list[
     return head + rest[:limit]
 
 
-def job_paths(state_dir: str, digest: str) -> tuple[str, str]:
-    base = os.path.join(swarm_dir(state_dir), digest[:16])
+def job_paths(state_dir: str, digest: str, unit: str) -> tuple[str, str]:
+    base = os.path.join(swarm_dir(state_dir), f"{unit}-{digest[:16]}")
     return base + ".job.json", base + ".status.json"
 
 
@@ -229,7 +229,7 @@ def seeding(module: AnsibleModule) -> None:
     with open(torrent_path, "rb") as handle:
         data = handle.read()
     summary = engine.torrent_summary(lt, data)
-    job_path, status_path = job_paths(state_dir, digest)
+    job_path, status_path = job_paths(state_dir, digest, p["unit"])
     job = {
         "lib": lib, "torrent": torrent_path, "save_path": engine.seed_view(root), "listen": p["listen"],
         "peers": [], "seed_mode": True, "status": status_path, "max_s": p["seed_max"],
@@ -264,7 +264,7 @@ def fetched(module: AnsibleModule) -> None:
     with open(torrent_path, "wb") as handle:
         handle.write(data)
     summary = engine.torrent_summary(lt, data)
-    job_path, status_path = job_paths(state_dir, digest)
+    job_path, status_path = job_paths(state_dir, digest, p["unit"])
     peers = dial_set(list(p["peers"]), p["self_address"], p["first_peers"], p["max_peers"])
     job = {
         "lib": lib, "torrent": torrent_path, "save_path": p["save_path"], "listen": p["listen"], "peers": peers,
