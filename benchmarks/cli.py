@@ -39,7 +39,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--deploy", action="store_true", help="also run figures 5-8 on the test bed hosts (root; skipped when busy)"
     )
-    parser.add_argument("--deploy-size", default="1G", help="model size for the deploy figures (1G)")
+    parser.add_argument(
+        "--deploy-size", default="1G", help="model size of the deploy figures; figure 5 runs each of a comma list (1G)"
+    )
     parser.add_argument("--fleet", type=int, default=4, help="hosts in the fleet figure (4)")
     parser.add_argument(
         "--ranged-size", default="1G", help="blob size of the ranged-download figures 1c-1e, run with --only ranged"
@@ -116,7 +118,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         if wanted & set(DEPLOY_FIGURES):
             figures += deploy_side.run(
-                ctx, wanted & set(DEPLOY_FIGURES), parse_size(args.deploy_size), args.fleet, args.reps
+                ctx,
+                wanted & set(DEPLOY_FIGURES),
+                [parse_size(size) for size in args.deploy_size.split(",")],
+                args.fleet,
+                args.reps,
             )
     finally:
         bed.close()

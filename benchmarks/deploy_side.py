@@ -1,6 +1,7 @@
 """Figures 5-8: the air-gapped side on the test bed's systemd hosts (behind `--deploy`).
 
-5. Deliver: playbooks/bundle.yml (copy + verify + unpack) to one clean host vs rsync of the unpacked tree.
+5. Deliver: playbooks/bundle.yml (streamed push) to one clean host vs rsync of the unpacked tree, per size and
+   cipher (benchmarks/deliver_side.py).
 6. No-op re-deploy: site.yml again on an unchanged host vs its first deploy; bytes on the host's veth.
 7. Import: ollama_models_method=restore vs create (the ollama stand-in's `create`: an imitation of ollama's).
 8. Fleet: site.yml on N hosts vs on 1 host, each from a clean state.
@@ -19,10 +20,11 @@ from pathlib import Path
 import yaml
 
 from benchmarks.bundle_side import Context, build_bundle
-from benchmarks.measure import Series, interleaved, run_measured, settle, warm
+from benchmarks.deliver_side import deliver_figures
+from benchmarks.measure import Series, run_measured
 from benchmarks.report import Figure, Skipped
 from testbed import config as testbed_config
-from testbed.hosts import INVENTORY_PATH, SSH_KEY, SSH_OPTIONS, Host, TestBedBusy, TestHosts, hosts_unavailable_reason
+from testbed.hosts import INVENTORY_PATH, Host, TestBedBusy, TestHosts, hosts_unavailable_reason
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STATE_DIR = "/var/lib/ollama-airgap"
@@ -84,7 +86,10 @@ def tx_bytes(host: Host) -> int:
     return int(Path(f"/sys/class/net/{testbed_config.veth_name(host.index)}/statistics/tx_bytes").read_text())
 
 
-def run(ctx: Context, wanted: set[str], size: int, fleet: int, reps: int) -> list[Figure | Skipped]:
+def run(ctx: Context, wanted: set[str], sizes: list[int] | int, fleet: int, reps: int) -> list[Figure | Skipped]:
+    """Figure 5 for every size (benchmarks/deliver_side.py), the others for the first."""
+    sizes = [sizes] if isinstance(sizes, int) else sizes
+    size = sizes[0]
     reason = hosts_unavailable_reason()
     if reason:
         return _skip_all(wanted, reason)
@@ -101,7 +106,17 @@ def run(ctx: Context, wanted: set[str], size: int, fleet: int, reps: int) -> lis
         bed.down()
         raise
     try:
-        return _figures(ctx, Deployer(ctx, archive), hosts, archive, unpacked, model.name, wanted, reps)
+        figures: list[Figure | Skipped] = []
+        if "5" in wanted:
+            for index, other in enumerate(sizes):
+                one, tree = (archive, unpacked) if index == 0 else build_bundle(ctx, ctx.bed.model(other), f"d{index}")
+                letter = chr(ord("a") + 2 * index)
+                figures += deliver_figures(Deployer(ctx, one), hosts[0], one, tree, reps, ctx.scratch, letter)
+                if index:
+                    shutil.rmtree(tree, ignore_errors=True)
+                    one.unlink(missing_ok=True)
+        rest = wanted - {"5"}
+        return figures + _figures(ctx, Deployer(ctx, archive), hosts, archive, unpacked, model.name, rest, reps)
     finally:
         bed.down()
         shutil.rmtree(unpacked, ignore_errors=True)
@@ -120,45 +135,6 @@ def _figures(
 ) -> list[Figure | Skipped]:
     figures: list[Figure | Skipped] = []
     first = hosts[:1]
-    size_mib = archive.stat().st_size / (1 << 20)
-
-    if "5" in wanted:
-        has_rsync = first[0].ssh("command -v rsync", check=False).returncode == 0
-        ssh = " ".join(["ssh", *SSH_OPTIONS, "-i", str(SSH_KEY)])
-        target = f"root@{first[0].address}:/var/tmp/bench-copy/"
-        if has_rsync:
-            baseline_label, baseline = "rsync -a", ["rsync", "-a", "-e", ssh, f"{unpacked}/", target]
-        else:  # the host image has no rsync: the same tree streamed by tar over ssh
-            baseline_label = "tar | ssh tar -x"
-            baseline = [
-                "sh",
-                "-c",
-                f"tar -C '{unpacked}' -cf - . | {ssh} root@{first[0].address} "
-                "'mkdir -p /var/tmp/bench-copy && tar -C /var/tmp/bench-copy -xf -'",
-            ]
-
-        def before_deliver(_: str) -> None:
-            wipe(first)
-            settle()
-            warm(archive)
-
-        runs = interleaved(
-            [(baseline_label, baseline), ("playbooks/bundle.yml", deploy.argv("playbooks/bundle.yml", first))],
-            reps,
-            disk_path=ctx.scratch,
-            before=before_deliver,
-        )
-        figures.append(
-            Figure(
-                "5",
-                f"Deliver a {size_mib:.0f} MiB bundle to 1 host",
-                runs["playbooks/bundle.yml"],
-                runs[baseline_label],
-                "<= 1.2x rsync",
-                max_ratio=1.2,
-                notes=["bundle.yml copies, verifies (sha256 of every file) and unpacks; the baseline only copies"],
-            )
-        )
 
     if "6" in wanted:
         wipe(first)

@@ -138,7 +138,8 @@ class ActionModule(ActionBase):
             f"{len(complete & set(needed))} verified by an earlier transfer, {len(listed) - len(needed)} not needed)"
         )
         diff = {"before": f"bundle {probe['holds'] or '(none)'}\n", "after": f"bundle {digest}: {plan}\n"}
-        common.update(changed=True, current=False, diff=diff, plan=plan, would_send_bytes=to_send)
+        common.update(changed=True, current=False, diff=diff, plan=plan, would_send_bytes=to_send,
+                      send_files=len(send), kept_files=len(complete & set(needed)), link_files=len(link))  # fmt: skip
         if self._task.check_mode:
             return {**common, "msg": f"would send {plan}"}
         if probe["free_bytes"] < to_send + args["free_space_margin"]:
