@@ -95,6 +95,10 @@ options:
     description: Seconds a peer seeds at most, if nothing stops it (a forgotten seeder ends by itself).
     type: int
     default: 21600
+  upload_limit:
+    description: Bytes per second this peer sends at most (0 is no limit), e.g. to spare the depot's link.
+    type: int
+    default: 0
 """
 
 RETURN = r"""
@@ -233,6 +237,7 @@ def seeding(module: AnsibleModule) -> None:
     job = {
         "lib": lib, "torrent": torrent_path, "save_path": engine.seed_view(root), "listen": p["listen"],
         "peers": [], "seed_mode": True, "status": status_path, "max_s": p["seed_max"],
+        "upload_limit": p["upload_limit"],
     }  # fmt: skip
     changed = False
     if not unit_active(p["unit"]) or _read(job_path) != job:
@@ -269,6 +274,7 @@ def fetched(module: AnsibleModule) -> None:
     job = {
         "lib": lib, "torrent": torrent_path, "save_path": p["save_path"], "listen": p["listen"], "peers": peers,
         "files": p["files"], "seed_mode": False, "status": status_path, "max_s": p["seed_max"],
+        "upload_limit": p["upload_limit"],
     }  # fmt: skip
     engine.write_json(job_path, job)
     if os.path.exists(status_path):
@@ -339,6 +345,7 @@ def main() -> None:
             "stall_timeout": {"type": "int", "default": 60},
             "timeout": {"type": "int", "default": 7200},
             "seed_max": {"type": "int", "default": 21600},
+            "upload_limit": {"type": "int", "default": 0},
         },
         required_if=[
             ("state", "seeding", ("digest", "root", "paths", "wheels")),
