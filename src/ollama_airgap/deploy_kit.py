@@ -16,13 +16,16 @@ bundle.yaml gets a ``deploy_kit`` key: python versions, platforms, the collectio
 
 from __future__ import annotations
 
+import gzip
 import importlib.metadata
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +50,7 @@ REPO_ENV = "OLLAMA_AIRGAP_REPO"
 KIT_KEYS = {"python", "platforms"}
 ENTRY_SOURCE = Path(__file__).with_name("deploy_entry.py")
 TOOL_TIMEOUT = 900
+REPRODUCIBLE_EPOCH = 1580601600  # 2020-02-02, as hatchling stamps wheels
 # ansible.cfg of the kit: the repository's tested settings, without its paths (the entry script sets those).
 KIT_ANSIBLE_CFG = """\
 # Settings the deploy kit runs ansible-playbook with (ANSIBLE_CONFIG, unless you set your own).
@@ -168,7 +172,29 @@ def build_collection(repo: Path, out: Path) -> Path:
     built = sorted(out.glob("ollama_airgap-deploy-*.tar.gz"))
     if len(built) != 1:
         raise AirgapError(f"deploy kit: ansible-galaxy collection build gave {len(built)} tarballs in {out}")
-    return built[0]
+    return normalize_tarball(built[0])
+
+
+def normalize_tarball(path: Path) -> Path:
+    """Rewrite a .tar.gz with fixed times and owners (ansible-galaxy stamps the build time into the tar and gzip
+    headers), so the same collection gives the same bytes and a --lock rebuild the same bundle."""
+    fixed = int(os.environ.get("SOURCE_DATE_EPOCH", REPRODUCIBLE_EPOCH))
+    members: list[tuple[tarfile.TarInfo, bytes | None]] = []
+    with tarfile.open(path, "r:gz") as tar:
+        for member in tar:
+            handle = tar.extractfile(member) if member.isfile() else None
+            members.append((member, handle.read() if handle else None))
+    partial = path.with_name(path.name + ".partial")
+    with (
+        open(partial, "wb") as raw,
+        gzip.GzipFile(fileobj=raw, mode="wb", mtime=fixed) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as out,
+    ):
+        for member, data in members:
+            member.mtime, member.uid, member.gid, member.uname, member.gname = fixed, 0, 0, "", ""
+            out.addfile(member, io.BytesIO(data) if data is not None else None)
+    os.replace(partial, path)
+    return path
 
 
 def build_own_wheel(repo: Path, out: Path, options: KitOptions) -> Path:

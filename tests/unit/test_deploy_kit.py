@@ -195,3 +195,12 @@ def test_no_kit_is_refused(tmp_path: Path, bundle: Path) -> None:
     inventory.write_text("all: {}\n")
     proc = run_deploy(bundle, "-i", str(inventory))
     assert proc.returncode == 3 and "has no intact deploy kit" in one_line(proc)
+
+
+def test_the_same_sources_give_the_same_kit(
+    kit: tuple[list[Entry], dict, Path], pypi_mirror: PypiMirror, tmp_path: Path
+) -> None:
+    """The collection tarball is normalised (ansible-galaxy stamps build times): a rebuild gives the same bytes."""
+    again, meta = build_kit(KitSpec(), tmp_path / "work", KitOptions(index_url=pypi_mirror.index_url))
+    assert [(e.path, e.sha256) for e in again] == [(e.path, e.sha256) for e in kit[0]]
+    assert meta == kit[1]
