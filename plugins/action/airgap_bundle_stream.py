@@ -18,6 +18,7 @@ import shlex
 import time
 from typing import Any
 
+from ansible import constants as C
 from ansible.errors import AnsibleError
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
@@ -77,7 +78,9 @@ class ActionModule(ActionBase):
         )
         cmd = f"{shlex.quote(str(python))} -c {shlex.quote(BOOT)}"
         connection = self._connection
-        if connection.become and self._play_context.become:
+        remote_user, become_user = self._get_remote_user(), self.get_become_option("become_user")
+        same_user = not C.BECOME_ALLOW_SAME_USER and become_user == remote_user and any((remote_user, become_user))
+        if connection.become and not same_user:  # as _low_level_execute_command decides it
             if connection.become.expect_prompt():
                 raise AnsibleError("airgap_bundle_stream: become with a password prompt cannot stream; use NOPASSWD")
             cmd = connection.become.build_become_command(cmd, connection._shell)

@@ -172,6 +172,10 @@ def test_corrupt_bundle_is_refused_and_host_untouched(
     assert f"{blob} is altered" in result.output, result.explain()
     assert result.recap[host.name]["failed"] == 1
     assert host_state(host) == before
+    # The push keeps the members it verified for the next run (resume), never the altered one.
+    staged = host.ssh("find /var/lib/ollama-airgap/.bundle.staging-* -type f 2>/dev/null || true").stdout
+    assert blob not in staged and host.ssh(f"ls -A {INCOMING} 2>/dev/null || true").stdout.strip() == ""
+    host.ssh("rm -rf /var/lib/ollama-airgap/.bundle.staging-*")
     assert leftovers(host) == ""
 
 
