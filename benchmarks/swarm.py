@@ -1,0 +1,105 @@
+"""Fleet benchmark with peer-to-peer: push, depot and p2p side by side for 1, 4, 8 and 16 hosts, links limited by tc.
+
+    PYTHONPATH=.:scripts:src .venv/bin/python -m benchmarks.swarm --hosts 1,4,8,16 --size 128M --mbit 200
+
+The harness is benchmarks/fleet.py's (helper "fleet"): one bundle from the test bed mirrors (ollama 0.14.1 stand-in,
+one big model of --size), here built with ``fleet: {depot: true, p2p: true}`` so it carries the depot's registry
+and libtorrent's wheel (from a local PyPI holding PyPI's file). node1 is the depot (playbooks/depot.yml, untimed);
+every host's veth and the control node's link are limited to --mbit each way (benchmarks/fleet_bed.py). One
+untimed p2p run makes the depot's torrent first (it is cached by the bundle's digest, as in production after the
+first deploy). For each N and mode the fleet's bundle state is wiped and ``playbooks/bundle.yml`` is timed; a
+re-run that changes nothing gives the play's fixed cost. Results: benchmarks/results/swarm-<UTC>.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks.bed import Bed, parse_size
+from benchmarks.fleet import RESULTS, VENV_BIN, bundle_bytes, markdown, measure, playbook, report, wipe
+from benchmarks.fleet_bed import fleet_bed
+
+
+def build(bed: Bed, size: int, work: Path) -> Path:
+    """The benchmark bundle with the depot's engine and the swarm's (libtorrent from a local index)."""
+    from ollama_airgap.swarm_kit import INDEX_ENV, LIBTORRENT_REQUIREMENT
+    from testbed.pypi_mirror import cached_wheels, start_pypi_mirror
+
+    spec_path = bed.write_spec(bed.model(size))
+    spec = yaml.safe_load(spec_path.read_text())
+    spec["fleet"] = {"depot": True, "p2p": True}
+    spec_path.write_text(yaml.safe_dump(spec))
+    out = work / "swarm-bench.tar"
+    index = start_pypi_mirror(work / "pypi", cached_wheels([LIBTORRENT_REQUIREMENT]))
+    try:
+        argv = [str(VENV_BIN / "bundle"), "build", str(spec_path), "-o", str(out), "--cache", str(work / "cache"),
+                "-q", *bed.mirror_args()]  # fmt: skip
+        env = {**os.environ, "OLLAMA_AIRGAP_DEPLOY_KIT": "0", INDEX_ENV: index.index_url}
+        subprocess.run(argv, check=True, env=env)
+    finally:
+        index.stop()
+    return out
+
+
+def swarm_markdown(result: dict[str, Any]) -> str:
+    """fleet.py's table, then p2p beside push and depot: fleet time ÷ one host's, per N."""
+    table = markdown(result)
+    modes = list(dict.fromkeys(r["mode"] for r in result["rows"]))
+    counts = sorted({r["hosts"] for r in result["rows"]})
+    ratio = {(r["mode"], r["hosts"]): r["ratio_to_one"] for r in result["rows"]}
+    lines = ["", "Fleet time ÷ one host's time:", "", "| hosts | " + " | ".join(modes) + " |",
+             "|---:|" + "---:|" * len(modes)]  # fmt: skip
+    for count in counts:
+        lines.append(f"| {count} | " + " | ".join(f"{ratio.get((m, count), float('nan')):.2f}" for m in modes) + " |")
+    return table + "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="benchmarks.swarm", description=__doc__.split("\n")[0])
+    parser.add_argument("--hosts", default="1,4,8,16", help="fleet sizes, comma-separated")
+    parser.add_argument("--size", default="128M", help="size of the bundle's big model")
+    parser.add_argument("--mbit", type=float, default=200.0, help="every link's limit, Mbit/s each way")
+    parser.add_argument("--modes", default="push,depot,p2p")
+    parser.add_argument("--work", type=Path, default=Path("/var/tmp/ollama-airgap-swarm-bench"))
+    args = parser.parse_args(argv)
+    counts = [int(n) for n in args.hosts.split(",")]
+    modes = args.modes.split(",")
+    command = "PYTHONPATH=.:scripts:src .venv/bin/python -m benchmarks.swarm " + " ".join(argv or sys.argv[1:])
+    args.work.mkdir(parents=True, exist_ok=True)
+    bed = Bed(args.work / "bed")
+    try:
+        archive = build(bed, parse_size(args.size), args.work)
+        size = bundle_bytes(archive)
+        with fleet_bed(max(counts) + 1) as fleet:
+            depot, members = fleet.hosts[0], fleet.hosts[1:]
+            inventory = fleet.inventory({"ollama_airgap_depot": [depot], "ollama_hosts": members}, "swarm-bench.yml")
+            vars_file = args.work / "vars.yml"
+            vars_file.write_text(yaml.safe_dump({"bundle_src": str(archive), "bundle_p2p_stall_timeout": 120}))
+            playbook(inventory, vars_file, "playbooks/depot.yml", [depot])
+            if "p2p" in modes:  # the depot makes and caches its torrent once per bundle
+                playbook(inventory, vars_file, "playbooks/bundle.yml", members[:1], bundle_transport="p2p")
+                wipe(members[:1])
+            fleet.shape_all(args.mbit)
+            fleet.shape_control(args.mbit)
+            result = report(measure(fleet, inventory, vars_file, counts, modes), size, args.mbit, command)
+    finally:
+        bed.close()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    (RESULTS / f"swarm-{stamp}.json").write_text(json.dumps(result, indent=1))
+    (RESULTS / f"swarm-{stamp}.md").write_text(swarm_markdown(result))
+    print(swarm_markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
