@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
-RELEASE = re.compile(r"^ollama-linux-([a-z0-9]+)(?:-([a-z0-9]+))?\.(?:tgz|tar\.zst)$")
+RELEASE = re.compile(r"^ollama-linux-([a-z0-9]+)(?:-([a-z0-9]+))?\.(?:tar|tgz|tar\.zst)$")
 
 
 def _truthy(value: object) -> bool:

@@ -23,7 +23,7 @@ def write_bundle(out: Path, big: int = 3 << 20) -> tuple[Path, dict[str, Any], b
     """(archive, parsed bundle.yaml, bundle.yaml bytes)."""
     entries: dict[str, Entry] = {}
     releases = []
-    for name in ("ollama-linux-amd64.tar.zst", "ollama-linux-amd64-rocm.tar.zst", "ollama-linux-arm64.tar.zst"):
+    for name in ("ollama-linux-amd64.tar", "ollama-linux-amd64-rocm.tar", "ollama-linux-arm64.tgz"):
         entry = Entry.from_bytes(f"ollama/0.35.1/{name}", name.encode() * 300)
         entries[entry.path] = entry
         releases.append({"name": name, "path": entry.path, "sha256": entry.sha256, "size": entry.size, "url": ""})

@@ -76,18 +76,18 @@ def test_subset_is_the_hosts_architecture_models_and_images(bundle: tuple[Path, 
     chosen = select(document, paths, AMD64, {"models_include": ["beta:latest"], "images": False})
     left = chosen["left_out"]
     assert (
-        "ollama/0.35.1/ollama-linux-arm64.tar.zst" in left and "ollama/0.35.1/ollama-linux-amd64-rocm.tar.zst" in left
+        "ollama/0.35.1/ollama-linux-arm64.tgz" in left and "ollama/0.35.1/ollama-linux-amd64-rocm.tar" in left
     )
-    assert "ollama/0.35.1/ollama-linux-amd64.tar.zst" in chosen["needed"]
+    assert "ollama/0.35.1/ollama-linux-amd64.tar" in chosen["needed"]
     beta = next(m for m in document["models"] if m["short"] == "beta:latest")
     shared = "models/blobs/" + beta["blobs"][1].replace(":", "-")
     assert shared in chosen["needed"] and beta["manifest"] in chosen["needed"]  # shared with excluded models: sent
     assert "images/open-webui_v1.docker.tar" in left
     assert chosen["selection"]["models"] == ["beta:latest"] and chosen["selection"]["architecture"] == "amd64"
     rocm = select(document, paths, {**AMD64, "kfd": True}, {})
-    assert "ollama/0.35.1/ollama-linux-amd64-rocm.tar.zst" in rocm["needed"] and len(rocm["needed"]) == len(paths) - 1
+    assert "ollama/0.35.1/ollama-linux-amd64-rocm.tar" in rocm["needed"] and len(rocm["needed"]) == len(paths) - 1
     arm = select(document, paths, {"machine": "aarch64"}, {})
-    assert "ollama/0.35.1/ollama-linux-amd64.tar.zst" in arm["left_out"]
+    assert "ollama/0.35.1/ollama-linux-amd64.tar" in arm["left_out"]
 
 
 def test_receive_verifies_swaps_and_records_the_subset(
