@@ -245,7 +245,7 @@ def test_corrupt_image_archive_is_refused_before_load(
         )
         assert result.returncode != 0
         assert "refusing to load it" in result.output, result.explain()
-        assert "TASK [open_webui : Load the image archive]" not in result.output
+        assert "TASK [ollama_airgap.deploy.open_webui : Load the image archive]" not in result.output
         assert host.ssh(f"{PODMAN} image exists {image_id}", check=False).returncode != 0
     finally:
         host.ssh(f"mv /root/image.bak {ARCHIVE}")
@@ -254,7 +254,7 @@ def test_corrupt_image_archive_is_refused_before_load(
         "playbooks/open_webui.yml", extra=["-e", f"@{webui_bundle['vars']}", "-e", f"@{facts}", "--limit", host.name]
     )
     assert healed.returncode == 0, healed.explain()
-    assert "TASK [open_webui : Load the image archive]" in healed.output
+    assert "TASK [ollama_airgap.deploy.open_webui : Load the image archive]" in healed.output
     wait_healthy(host)
 
 
