@@ -49,9 +49,12 @@ options:
     type: list
     elements: str
   wheels:
-    description: The bundle's libtorrent wheels on this machine, each C(path) and C(sha256) (from bundle.yaml).
+    description: The bundle's libtorrent wheels, its C(files) entries (C(path), C(sha256)) from bundle.yaml.
     type: list
     elements: dict
+  wheel_dir:
+    description: The directory on this machine holding those wheels (by file name).
+    type: path
   state_dir:
     description: Where the engine, the torrent, the job and its status live (C(<state_dir>/swarm)).
     type: path
@@ -164,7 +167,8 @@ def install_engine(state_dir: str) -> str:
 
 def load_engine(module: AnsibleModule, lib_dir: str) -> tuple[Any, str]:
     wheels = module.params["wheels"] or []
-    by_path = {str(w.get("path")): w.get("sha256") for w in wheels}
+    by_path = {os.path.join(module.params["wheel_dir"], os.path.basename(str(w.get("path")))): w.get("sha256")
+               for w in wheels}  # fmt: skip
     wheel = engine.pick_wheel(list(by_path))
     path, _ = engine.unpack_wheel(wheel, lib_dir, by_path[wheel])
     return engine.import_libtorrent(path), path
@@ -334,6 +338,7 @@ def main() -> None:
             "save_path": {"type": "path"},
             "files": {"type": "list", "elements": "str"},
             "wheels": {"type": "list", "elements": "dict"},
+            "wheel_dir": {"type": "path"},
             "state_dir": {"type": "path", "default": "/var/lib/ollama-airgap"},
             "listen": {"type": "str", "default": "0.0.0.0:6881"},
             "peers": {"type": "list", "elements": "str", "default": []},
@@ -348,8 +353,8 @@ def main() -> None:
             "upload_limit": {"type": "int", "default": 0},
         },
         required_if=[
-            ("state", "seeding", ("digest", "root", "paths", "wheels")),
-            ("state", "fetched", ("digest", "torrent", "save_path", "wheels")),
+            ("state", "seeding", ("digest", "root", "paths", "wheels", "wheel_dir")),
+            ("state", "fetched", ("digest", "torrent", "save_path", "wheels", "wheel_dir")),
         ],
         supports_check_mode=True,
     )
