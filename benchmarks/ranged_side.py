@@ -4,7 +4,9 @@ does), and against a link.
 The mirror is the test bed's nginx behind the fault proxy, run in a process of its own so that its rate limiting
 does not share this process's interpreter. Three clients fetch the same 1 GiB blob through it, interleaved:
 
-- ``Fetcher.download`` with its defaults (ranged: ollama's 16 parts of 100 MB..1 GB, sha256 in-stream);
+- ``Fetcher.download`` with its defaults (ranged: parts of at most 16 MiB, in order, on 16 connections, sha256
+  in-stream);
+- the same with ``OLLAMA_AIRGAP_PART_SIZE=0``: upstream ollama's layout, 16 parts of size/16 within 100 MB..1 GB;
 - the same with ``OLLAMA_AIRGAP_PARTS=1`` (one stream, the bundler before issue 14);
 - ``curl -o`` (one stream, no hashing).
 
@@ -73,6 +75,7 @@ def _clients(ctx: Context, url: str, model: BigModel, out: Path) -> list[tuple[s
     download = ctx.worker("download", url, model.hex, model.size, out)
     return [
         ("ranged Fetcher.download", download),
+        ("ranged, upstream layout", ["env", "OLLAMA_AIRGAP_PART_SIZE=0", *download]),
         ("one stream (OLLAMA_AIRGAP_PARTS=1)", ["env", "OLLAMA_AIRGAP_PARTS=1", *download]),
         ("curl -o", ["curl", "-sSfL", "-o", str(out), url]),
     ]
@@ -109,13 +112,13 @@ def ranged_figures(
     label = size_label(model.size)
     figures: list[Figure | Skipped] = []
     runs, logs = _run(ctx, model, Caps(conn_rate=conn_rate), reps)
-    ranged, one, curl = (runs[name] for name, _ in _clients(ctx, "", model, Path()))
+    ranged, upstream, one, curl = (runs[name] for name, _ in _clients(ctx, "", model, Path()))
     parts = max(sum(1 for r, status, _ in log if status == 206 and r != "bytes=0-0") for log in logs)
     stream_s = model.size / conn_rate
     cap_note = (
         f"nginx behind the fault proxy (own process), each connection capped at {conn_rate / MB:.0f} MB/s "
         f"(token bucket per connection): one stream needs {stream_s:.1f} s for {label}; the ranged download "
-        f"used {parts} parallel Range requests (+1 probe of bytes=0-0), ollama's part size max(size/16, 100 MB)"
+        f"used {parts} Range requests of at most 16 MiB on 16 connections (+1 probe of bytes=0-0)"
     )
     figures.append(
         Figure(
@@ -129,6 +132,10 @@ def ranged_figures(
                 cap_note,
                 f"speed-up {one.median_s / ranged.median_s:.1f}x; in-process phase seconds (no interpreter start): "
                 f"ranged {_phase_seconds(ranged)}, one stream {_phase_seconds(one)}",
+                f"upstream ollama's layout (OLLAMA_AIRGAP_PART_SIZE=0: parts of max(size/16, 100 MB)) "
+                f"{upstream.median_s:.2f} s, {one.median_s / upstream.median_s:.1f}x one stream: its parts advance "
+                f"side by side, so most of the blob is hashed after the last byte; phase seconds "
+                f"{_phase_seconds(upstream)}",
             ],
             extra={"bytes": model.size, "conn_rate": conn_rate, "parts": parts},
         )
@@ -153,7 +160,7 @@ def ranged_figures(
 def link_figure(ctx: Context, model: BigModel, link_rate: int, reps: int) -> Figure:
     label = size_label(model.size)
     runs, _ = _run(ctx, model, Caps(link_rate=link_rate), reps)
-    ranged, one, curl = (runs[name] for name, _ in _clients(ctx, "", model, Path()))
+    ranged, upstream, one, curl = (runs[name] for name, _ in _clients(ctx, "", model, Path()))
     link_s = model.size / link_rate
     return Figure(
         f"1e ({link_rate / MB:.0f} MB/s)",
@@ -167,9 +174,10 @@ def link_figure(ctx: Context, model: BigModel, link_rate: int, reps: int) -> Fig
             f"(the link): {label} needs {link_s:.2f} s at the link's rate. Ranged {ranged.median_s:.2f} s = "
             f"{ranged.median_s / link_s:.3f}x the link; curl -o {curl.median_s:.2f} s = "
             f"{curl.median_s / link_s:.3f}x; one stream of ours {one.median_s:.2f} s = "
-            f"{one.median_s / link_s:.3f}x",
+            f"{one.median_s / link_s:.3f}x; upstream layout {upstream.median_s:.2f} s = "
+            f"{upstream.median_s / link_s:.3f}x",
             f"in-process phase seconds (no interpreter start): ranged {_phase_seconds(ranged)}, "
-            f"one stream {_phase_seconds(one)}",
+            f"one stream {_phase_seconds(one)}, upstream layout {_phase_seconds(upstream)}",
         ],
         extra={"bytes": model.size, "link_rate": link_rate, "link_s": round(link_s, 3)},
     )

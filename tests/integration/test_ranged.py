@@ -32,7 +32,7 @@ pytestmark = pytest.mark.mirrors
 MIB = 1 << 20
 SIZE = 8 * MIB
 PARTS = 8
-CONFIG = RangedConfig(parts=PARTS, threshold=4 * MIB, min_part=MIB)
+CONFIG = RangedConfig(parts=PARTS, threshold=4 * MIB, part_size=MIB)
 REPOSITORY = "ranged/blob"
 BUNDLE = str(Path(sys.executable).with_name("bundle"))
 
@@ -196,7 +196,7 @@ def test_bundle_build_splits_the_model_blob(mirrors: Mirrors, registry_proxy: Fa
     """The CLI: parts from the environment, progress quiet off a TTY, --json as before; a corrupt part exits 3."""
     entry = mirrors.catalog["tinyllama:1.1b"]
     layer = entry.layer("application/vnd.ollama.image.model")
-    config = RangedConfig(parts=4, threshold=layer.size // 2, min_part=max(1, layer.size // 8))
+    config = RangedConfig(parts=4, threshold=layer.size // 2, part_size=max(1, layer.size // 8))
     assert config.splits(layer.size)
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({"name": "ranged", "ollama": {"version": "0.14.1"}, "models": ["tinyllama:1.1b"]}))
@@ -206,7 +206,7 @@ def test_bundle_build_splits_the_model_blob(mirrors: Mirrors, registry_proxy: Fa
         "--mirror", f"registry.ollama.ai={registry_proxy.url}", "--mirror", f"github.com={github}",
         "--part-threshold", str(config.threshold),
     ]  # fmt: skip
-    env = {**os.environ, "OLLAMA_AIRGAP_PARTS": "4", "OLLAMA_AIRGAP_MIN_PART": str(config.min_part)}
+    env = {**os.environ, "OLLAMA_AIRGAP_PARTS": "4", "OLLAMA_AIRGAP_PART_SIZE": str(config.part_size)}
     path = f"/blobs/{layer.digest}"
     registry_proxy.add(Fault(path, "corrupt", after_bytes=10, range_prefix=part_ranges(config, layer.size)[1]))
     failed = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, check=False)
