@@ -189,6 +189,21 @@ class DoneState:
         os.replace(partial, self.path)
 
 
+def lock_dest(dest: str) -> int:
+    """One fetch per dest at a time: a run whose connection dropped may still be finishing on the host."""
+    os.makedirs(dest, mode=0o700, exist_ok=True)
+    lock = os.open(os.path.join(dest, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return lock  # held until the module exits
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise FetchError(f"another fetch into {dest} is still running after {LOCK_WAIT} s") from None
+            time.sleep(1)
+
+
 def run(module: AnsibleModule) -> dict:
     params = module.params
     for key in ("manifest_sha256", "sums_sha256"):
@@ -205,18 +220,9 @@ def run(module: AnsibleModule) -> dict:
     if not todo or module.check_mode:
         result["would_fetch_bytes"] = sum(max(item.size, 0) for item in todo)
         return {**result, "seconds": 0.0}
-    os.makedirs(dest, mode=0o700, exist_ok=True)
-    # One fetch per dest at a time: a run whose connection dropped may still be finishing on the host.
-    lock = os.open(os.path.join(dest, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    deadline = time.monotonic() + LOCK_WAIT
-    while True:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                raise FetchError(f"another fetch into {dest} is still running after {LOCK_WAIT} s") from None
-            time.sleep(1)
+    lock_dest(dest)
+    state = DoneState(dest, params["manifest_sha256"])  # again: an earlier run may have finished files since
+    todo = [item for item in wanted if not state.intact(dest, item.path)]
     started = time.monotonic()
     transfer = Transfer(
         base_url=params["url"].rstrip("/"),
@@ -258,9 +264,8 @@ def main() -> None:
     try:
         module.exit_json(**run(module))
     except FetchError as exc:
-        kept = (
-            "; what arrived is kept in dest for the next run to resume" if os.path.isdir(module.params["dest"]) else ""
-        )
+        dest = module.params["dest"]
+        kept = f"; what arrived is kept in {dest} for the next run to resume" if os.path.isdir(dest) else ""
         module.fail_json(msg=f"depot {module.params['url']}: {exc}{kept}")
     except OSError as exc:
         module.fail_json(msg=f"{exc.filename or module.params['dest']}: {exc.strerror or exc}")

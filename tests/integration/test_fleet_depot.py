@@ -61,7 +61,10 @@ def write_inventory(path: Path, depot: Host, hosts: list[Host]) -> Path:
         }  # fmt: skip
 
     groups = {"ollama_airgap_depot": [depot], "ollama_hosts": hosts}
-    children = {name: {"hosts": {h.name: entry(h) for h in members}} for name, members in groups.items()}
+    children: dict[str, dict] = {
+        name: {"hosts": {h.name: entry(h) for h in members}} for name, members in groups.items()
+    }
+    children["ollama_hosts"]["vars"] = {"bundle_transport": "depot"}  # inventory, not -e: the depot itself gets push
     path.write_text(yaml.safe_dump({"all": {"vars": NSPAWN_HOST_VARS, "children": children}}))
     return path
 
@@ -81,7 +84,7 @@ def fleet(test_hosts: TestHosts, mirrors: Mirrors, tmp_path_factory: pytest.Temp
     depot, *hosts = test_hosts.add(5)
     print(f"\n[fleet] 5 more hosts up in {time.monotonic() - started:.1f} s")
     inventory = write_inventory(tmp / "inventory.yml", depot, hosts)
-    (tmp / "vars.yml").write_text(yaml.safe_dump({"bundle_src": str(bundle), "bundle_transport": "depot"}))
+    (tmp / "vars.yml").write_text(yaml.safe_dump({"bundle_src": str(bundle)}))
     return Fleet(depot, hosts, bundle, digest.stdout.split()[0].decode(), PlaybookRunner(inventory, tmp / "vars.yml"))
 
 
@@ -189,7 +192,7 @@ def test_depot_stopping_mid_transfer_leaves_hosts_as_they_were_and_a_rerun_conve
         fleet.depot.ssh("systemctl start ollama-airgap-depot")
     assert failed.returncode != 0
     line = next(line for line in failed.output.splitlines() if "depot http://" in line)
-    assert "kept for the next run" in line and "Connection refused" in line, failed.explain()
+    assert "for the next run to resume" in line and "Connection refused" in line, failed.explain()
     assert host.ssh(f"cd {ROOT} && find . -type f -printf '%P %s %i\\n' | sort").stdout == before  # untouched
     assert host.ssh(f"find {INCOMING} -name '*.partial' | wc -l").stdout.strip() != "0"  # kept to resume
     time.sleep(2)
