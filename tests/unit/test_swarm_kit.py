@@ -55,21 +55,16 @@ def test_bad_p2p_names_the_key(value: object, key: str) -> None:
         parse_p2p_spec(value, fail)
 
 
-def fake_wheel(folder: Path, python: str = "cp311", platform: str = "manylinux_2_17_x86_64") -> Path:
+def fake_wheel(folder: Path, python: str = "cp311", tag: str = "manylinux_2_17_x86_64") -> Path:
     """A minimal valid wheel named like libtorrent's (pip reads its METADATA for dependencies: none)."""
-    name = f"libtorrent-2.1.1-{python}-{python}-{platform}.whl"
-    path = folder / name
+    path = folder / f"libtorrent-2.1.1-{python}-{python}-{tag}.whl"
+    info = "libtorrent-2.1.1.dist-info"
     with zipfile.ZipFile(path, "w") as wheel:
         wheel.writestr("libtorrent/__init__.py", "version = 'fake'\n")
-        wheel.writestr(
-            "libtorrent-2.1.1.dist-info/METADATA", "Metadata-Version: 2.1\nName: libtorrent\nVersion: 2.1.1\n"
-        )
-        wheel.writestr(
-            "libtorrent-2.1.1.dist-info/WHEEL",
-            f"Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: {python}-{python}-{platform}\n",
-        )
+        wheel.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: libtorrent\nVersion: 2.1.1\n")
+        wheel.writestr(f"{info}/WHEEL", f"Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: {python}-{python}-{tag}\n")
         wheel.writestr(f"{info}/RECORD", "")
-    return path  # fmt: skip
+    return path
 
 
 def test_p2p_entries_list_each_wheel_with_its_sha256(tmp_path: Path) -> None:
