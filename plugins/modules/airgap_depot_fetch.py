@@ -21,7 +21,8 @@ description:
     stops answering fails the task with one line; what arrived stays in O(dest) for the next run.
   - The result, O(dest), holds C(bundle.yaml), C(SHA256SUMS) and the listed files, each verified, ready for
     C(airgap_bundle state=present src=dest) to verify as a tree and swap in atomically. Files verified by an
-    earlier run (same size, mtime and inode) are neither fetched nor hashed again.
+    earlier run (same size, mtime and inode, recorded in C(<dest>.fetch.json)) are neither fetched nor hashed
+    again. C(<dest>.lock) keeps two runs from fetching into O(dest) at once.
 options:
   url:
     description: Base URL of the depot registry, e.g. C(http://depot:5000).
@@ -122,9 +123,9 @@ from ansible_collections.ollama_airgap.deploy.plugins.module_utils.depot_transfe
     Wanted,
 )
 
-STATE_NAME = ".airgap-depot-fetch.json"
+STATE_SUFFIX = ".fetch.json"
 HEX = frozenset("0123456789abcdef")
-RESERVED = ("bundle.yaml", "SHA256SUMS", "bundle.yaml.sig", STATE_NAME, ".lock")
+RESERVED = ("bundle.yaml", "SHA256SUMS", "bundle.yaml.sig")
 LOCK_WAIT = 120
 
 
@@ -153,7 +154,7 @@ class DoneState:
     """Which files of ``dest`` are verified: path -> [size, mtime_ns, inode] when verified."""
 
     def __init__(self, dest: str, digest: str) -> None:
-        self.path = os.path.join(dest, STATE_NAME)
+        self.path = dest.rstrip("/") + STATE_SUFFIX  # beside the tree: airgap_bundle wants the listed files only
         self.digest = digest
         self.done: dict[str, list[int]] = {}
         try:
@@ -192,7 +193,7 @@ class DoneState:
 def lock_dest(dest: str) -> int:
     """One fetch per dest at a time: a run whose connection dropped may still be finishing on the host."""
     os.makedirs(dest, mode=0o700, exist_ok=True)
-    lock = os.open(os.path.join(dest, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    lock = os.open(dest.rstrip("/") + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     deadline = time.monotonic() + LOCK_WAIT
     while True:
         try:
