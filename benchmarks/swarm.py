@@ -25,8 +25,11 @@ from typing import Any
 import yaml
 
 from benchmarks.bed import Bed, parse_size
-from benchmarks.fleet import RESULTS, VENV_BIN, bundle_bytes, markdown, measure, playbook, report, wipe
-from benchmarks.fleet_bed import fleet_bed
+from benchmarks.fleet import RESULTS, VENV_BIN, bundle_bytes, markdown, playbook, report, wipe
+from benchmarks.fleet_bed import FleetBed, fleet_bed
+from testbed.hosts import Host
+
+SWARM_STATUS = "/var/lib/ollama-airgap/swarm/ollama-airgap-swarm-*.status.json"
 
 
 def build(bed: Bed, size: int, work: Path) -> Path:
@@ -50,6 +53,36 @@ def build(bed: Bed, size: int, work: Path) -> Path:
     return out
 
 
+def swarm_span(hosts: list[Host]) -> float | None:
+    """Seconds from the first host's peer starting to the last host's files complete (the swarm's own time)."""
+    starts, ends = [], []
+    for host in hosts:
+        found = host.ssh(f"cat {SWARM_STATUS}", check=False).stdout.strip()
+        if not found:
+            return None
+        status = json.loads(found.splitlines()[0])
+        starts.append(status["started_at"])
+        ends.append(status["finished_at"])
+    return round(max(ends) - min(starts), 2)
+
+
+def measure(fleet: FleetBed, inventory: Path, vars_file: Path, counts: list[int], modes: list[str]) -> list[dict]:
+    """benchmarks/fleet.py's loop (wipe, timed run, no-change re-run), plus the swarm's span for p2p."""
+    rows = []
+    for count in counts:
+        hosts = fleet.hosts[1 : count + 1]
+        for mode in modes:
+            wipe(hosts)
+            seconds, _ = playbook(inventory, vars_file, "playbooks/bundle.yml", hosts, bundle_transport=mode)
+            fixed, _ = playbook(inventory, vars_file, "playbooks/bundle.yml", hosts, bundle_transport=mode)
+            row = {"mode": mode, "hosts": count, "seconds": round(seconds, 2), "fixed_seconds": round(fixed, 2)}
+            if mode == "p2p":
+                row["swarm_seconds"] = swarm_span(hosts)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
 def swarm_markdown(result: dict[str, Any]) -> str:
     """fleet.py's table, then p2p beside push and depot: fleet time ÷ one host's, per N."""
     table = markdown(result)
@@ -60,6 +93,10 @@ def swarm_markdown(result: dict[str, Any]) -> str:
              "|---:|" + "---:|" * len(modes)]  # fmt: skip
     for count in counts:
         lines.append(f"| {count} | " + " | ".join(f"{ratio.get((m, count), float('nan')):.2f}" for m in modes) + " |")
+    spans = [(r["hosts"], r["swarm_seconds"]) for r in result["rows"] if r.get("swarm_seconds")]
+    if spans:
+        lines += ["", "p2p, first peer started to last host complete (s): "
+                  + ", ".join(f"{n} hosts {s:.1f}" for n, s in spans)]  # fmt: skip
     return table + "\n".join(lines) + "\n"
 
 

@@ -194,6 +194,7 @@ class Peer:
         self.peers = [parse_peer(p) for p in job.get("peers", [])]
         self.hash_failures = 0
         self.errors: list[str] = []
+        self.started_at = time.time()
         self.finished_at: float | None = None
 
     def reconnect(self) -> None:
@@ -230,6 +231,7 @@ class Peer:
             "hash_failures": self.hash_failures,
             "failed_bytes": st.total_failed_bytes,
             "errors": self.errors[-3:],
+            "started_at": self.started_at,
             "finished_at": self.finished_at,
             "time": time.time(),
         }
