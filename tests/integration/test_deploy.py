@@ -151,11 +151,6 @@ def rewrite_archive(
                 tar_out.addfile(extra, io.BytesIO(b"x" * extra.size))
 
 
-def biggest_blob(archive: Path) -> str:
-    with tarfile.open(archive) as tar:
-        return max((m for m in tar if m.name.startswith("models/blobs/")), key=lambda m: m.size).name
-
-
 @pytest.mark.hosts
 def test_corrupt_bundle_is_refused_and_host_untouched(
     deployed: Deployment, ansible_playbook: PlaybookRunner, built_bundles: dict[str, Path], tmp_path: Path
@@ -163,7 +158,8 @@ def test_corrupt_bundle_is_refused_and_host_untouched(
     host = deployed.hosts.hosts[-1]
     before = host_state(host)
     source = built_bundles[OLLAMA_VERSION_TGZ]  # another bundle, so the host has no record of it
-    blob = biggest_blob(source)
+    # A file the host does not hold yet: the push links the models' blobs it holds verified instead of sending them.
+    blob = f"ollama/{OLLAMA_VERSION_TGZ}/ollama-linux-amd64.tgz"
     corrupt = tmp_path / "corrupt.tar"
     rewrite_archive(source, corrupt, flip_in=blob)
     assert corrupt.stat().st_size == source.stat().st_size
