@@ -70,7 +70,7 @@ class ActionModule(ActionBase):
 
     # --- the remote side ---------------------------------------------------------------------------------
 
-    def _argv(self, task_vars: dict[str, Any]) -> tuple[list[str], tuple[int, ...]]:
+    def _argv(self, task_vars: dict[str, Any], bulk: bool) -> tuple[list[str], tuple[int, ...]]:
         python = self._templar.template(
             task_vars.get("ansible_python_interpreter")
             or task_vars.get("ansible_facts", {}).get("discovered_interpreter_python")
@@ -90,13 +90,16 @@ class ActionModule(ActionBase):
         if transport != "ssh":
             raise AnsibleError(f"airgap_bundle_stream needs the ssh or local connection, not {connection.transport}")
         host = connection.get_option("host") or self._play_context.remote_addr
-        built = connection._build_command(connection.get_option("ssh_executable"), "ssh", host, cmd)
-        argv = [to_text(a) for a in built]
+        binary = connection.get_option("ssh_executable")
+        argv = [to_text(a) for a in connection._build_command(binary, "ssh", host, cmd)]
+        if bulk:  # its own TCP connection: through a ControlMaster every byte takes one more process and copy
+            at = argv.index(to_text(binary)) + 1
+            argv[at:at] = ["-o", "ControlPath=none"]
         pipe = getattr(connection, "sshpass_pipe", None)
         return argv, (pipe[0],) if pipe else ()
 
     def _call(self, task_vars: dict[str, Any], params: dict[str, Any], stream: Any = None) -> tuple[dict, int]:
-        argv, fds = self._argv(task_vars)
+        argv, fds = self._argv(task_vars, stream is not None)
         pipe = getattr(self._connection, "sshpass_pipe", None)
         if pipe:  # the password for sshpass, as ansible's ssh plugin writes it
             password = self._connection.get_option("password") or self._play_context.password
