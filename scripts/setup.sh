@@ -32,5 +32,6 @@ fi
 # (the same link ansible-lint makes). ln -sfn replaces a stale link; .ansible/ is not tracked.
 collection_link=.ansible/collections/ansible_collections/ollama_airgap/deploy
 mkdir -p "$(dirname "$collection_link")"
+if [[ -d $collection_link && ! -L $collection_link ]]; then rm -r "$collection_link"; fi  # an installed copy shadows
 ln -sfn ../../../.. "$collection_link"
 echo "setup: done (venv: $(pwd)/.venv)"
