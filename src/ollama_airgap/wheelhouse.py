@@ -26,7 +26,7 @@ PYTHON_RE = re.compile(r"^3\.(\d{1,2})$")
 MANYLINUX_RE = re.compile(r"^manylinux_(2)_(\d+)_(x86_64|aarch64|i686|ppc64le|s390x|armv7l)$")
 LEGACY_MANYLINUX = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
 LEGACY_RE = re.compile(r"^(manylinux1|manylinux2010|manylinux2014)_(x86_64|aarch64|i686|ppc64le|s390x|armv7l)$")
-OLDEST_PYTHON_MINOR = 9  # ansible-core and pip need at least this much
+OLDEST_PYTHON_MINOR = 10  # ansible-core 2.16, the oldest the collection supports, needs Python 3.10
 PIP_TIMEOUT = 1800
 
 
