@@ -317,12 +317,24 @@ def deploy(args: argparse.Namespace, rest: list[str]) -> dict[str, Any]:
     kit, kit_raw = load_kit()
     python = check_python(kit)
     check_platform(kit)
+    phases: dict[str, float] = {}
+    mark = time.monotonic()
+
+    def phase(name: str) -> None:
+        nonlocal mark
+        now = time.monotonic()
+        phases[name] = round(now - mark, 1)
+        mark = now
+
     files, size = verify_bundle(args.key)
+    phase("verify")
     print(f"deploy: {BUNDLE}: {files} files ({size / 1e6:.1f} MB) match SHA256SUMS and bundle.yaml", file=out)
     state = (args.state_dir or default_state()).expanduser().resolve()
     state.mkdir(parents=True, exist_ok=True)
     venv, venv_reused = ensure_venv(kit, kit_raw, state, python)
+    phase("venv")
     collection_reused = ensure_collection(kit, state, venv)
+    phase("collection")
     print(f"deploy: venv {venv} ({'reused' if venv_reused else 'built from kit/wheels'}), collection "
           f"{kit['collection_name']} ({'reused' if collection_reused else 'installed'})", file=out)  # fmt: skip
     extra = ["-e", json.dumps({"bundle_src": str(BUNDLE)})]
@@ -331,6 +343,7 @@ def deploy(args: argparse.Namespace, rest: list[str]) -> dict[str, Any]:
     argv = [str(venv / "bin" / "ansible-playbook"), *(f"--inventory={inv}" for inv in args.inventory), *extra, *rest]
     code, output = stream([*argv, str(kit["playbook"])], tool_env(state, venv), out)
     recap = parse_recap(output)
+    phase("playbook")
     summary: dict[str, Any] = {
         "bundle": str(BUNDLE),
         "verified_files": files,
@@ -346,14 +359,17 @@ def deploy(args: argparse.Namespace, rest: list[str]) -> dict[str, Any]:
     }
     if code == 0 and not args.skip_tests:
         summary["tests"] = run_tests(kit, state, venv, args.inventory, rest, out)
+        phase("tests")
     tests = summary["tests"]
     summary["ok"] = code == 0 and (tests is None or (tests["exit"] == 0 and not tests["failed"] + tests["errors"]))
     summary["seconds"] = round(time.monotonic() - started, 1)
+    summary["phases"] = phases  # seconds per step
     return summary
 
 
 def human(summary: dict[str, Any]) -> str:
     lines = [f"deploy: {'done' if summary['ok'] else 'FAILED'} in {summary['seconds']} s: {summary['bundle']}"]
+    lines.append("  steps: " + ", ".join(f"{name} {seconds} s" for name, seconds in summary["phases"].items()))
     for host, counts in sorted(summary["playbook"]["hosts"].items()):
         lines.append(f"  {host}: " + " ".join(f"{k}={v}" for k, v in counts.items()))
     lines.append(f"  hosts: {len(summary['hosts'])}, changed: {summary['changed']}, failed: {summary['failed']}")

@@ -3,7 +3,7 @@
 machine's python3 (not the project venv), deploys the session's hosts and proves them with the testinfra suite, and
 a second run changes nothing. At the end the hosts get the session's demo bundle back, as other modules expect.
 
-Budget: about 3 minutes (build ~15 s, venv ~30 s, two deploys and testinfra runs, the restore).
+Budget: about 3 minutes (build ~5 s, two deploys, one testinfra run, the restore; 207 s with two suite runs).
 """
 
 from __future__ import annotations
@@ -120,8 +120,10 @@ def unpacked(kit: Kit, test_hosts: TestHosts, ansible_playbook: PlaybookRunner) 
         assert back.returncode == 0, back.explain()
 
 
-def deploy(bundle: Path, inventory: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], float]:
-    argv = [PYTHON3, str(bundle / "deploy"), "-i", str(inventory), "--state-dir", str(bundle.parent / "state")]
+def deploy(
+    bundle: Path, inventory: Path, *extra: str
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], float]:
+    argv = [PYTHON3, str(bundle / "deploy"), "-i", str(inventory), "--state-dir", str(bundle.parent / "state"), *extra]
     started = time.monotonic()
     proc = subprocess.run([*argv, "--json"], capture_output=True, text=True, timeout=900, check=False)
     seconds = time.monotonic() - started
@@ -131,16 +133,16 @@ def deploy(bundle: Path, inventory: Path) -> tuple[subprocess.CompletedProcess[s
 
 def test_deploy_from_the_bundle_then_a_second_run_changes_nothing(unpacked: Path, ansible_inventory: Path) -> None:
     first, summary, seconds = deploy(unpacked, ansible_inventory)
-    print(f"\n[kit] first deploy (venv built, collection installed): {seconds:.1f} s")
+    print(f"\n[kit] first deploy (venv built, collection installed): {seconds:.1f} s {summary.get('phases')}")
     assert first.returncode == 0 and summary["ok"], first.stderr[-6000:]
     assert not summary["venv"]["reused"] and not summary["collection"]["reused"]
     assert summary["hosts"] and summary["failed"] == 0
     assert summary["tests"]["passed"] > 0 and summary["tests"]["failed"] == summary["tests"]["errors"] == 0
     assert summary["python"] in json.loads((unpacked / "kit" / "kit.json").read_text())["python"]
 
-    again, summary, seconds = deploy(unpacked, ansible_inventory)
-    print(f"\n[kit] second deploy (warm): {seconds:.1f} s")
+    again, summary, seconds = deploy(unpacked, ansible_inventory, "--skip-tests")  # the suite ran once: budget
+    print(f"\n[kit] second deploy (warm, --skip-tests): {seconds:.1f} s {summary['phases']}")
     assert again.returncode == 0 and summary["ok"], again.stderr[-6000:]
     assert summary["venv"]["reused"] and summary["collection"]["reused"]
     assert summary["changed"] == 0, again.stderr[-6000:]
-    assert summary["tests"]["passed"] > 0 and summary["tests"]["failed"] == 0
+    assert summary["tests"] is None
