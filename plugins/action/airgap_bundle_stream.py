@@ -144,6 +144,8 @@ class ActionModule(ActionBase):
             f"{len(complete & set(needed))} verified by an earlier transfer, {len(listed) - len(needed)} not needed)"
         )
         diff = {"before": f"bundle {probe['holds'] or '(none)'}\n", "after": f"bundle {digest}: {plan}\n"}
+        if base_digest := (manifest.get("base") or {}).get("bundle_digest"):
+            diff["after"] += f"assembled from base bundle {base_digest} and the files the differential bundle carries\n"
         common.update(changed=True, current=False, diff=diff, plan=plan, would_send_bytes=to_send,
                       send_files=len(send), kept_files=len(complete & set(needed)), link_files=len(link))  # fmt: skip
         if self._task.check_mode:
