@@ -75,9 +75,7 @@ def test_subset_is_the_hosts_architecture_models_and_images(bundle: tuple[Path, 
     paths = [f["path"] for f in document["files"]]
     chosen = select(document, paths, AMD64, {"models_include": ["beta:latest"], "images": False})
     left = chosen["left_out"]
-    assert (
-        "ollama/0.35.1/ollama-linux-arm64.tgz" in left and "ollama/0.35.1/ollama-linux-amd64-rocm.tar" in left
-    )
+    assert "ollama/0.35.1/ollama-linux-arm64.tgz" in left and "ollama/0.35.1/ollama-linux-amd64-rocm.tar" in left
     assert "ollama/0.35.1/ollama-linux-amd64.tar" in chosen["needed"]
     beta = next(m for m in document["models"] if m["short"] == "beta:latest")
     shared = "models/blobs/" + beta["blobs"][1].replace(":", "-")
