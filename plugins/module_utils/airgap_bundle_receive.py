@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import shutil
-import stat
 import subprocess
 import tarfile
 import tempfile
@@ -40,7 +39,6 @@ try:
         exchange,
         expected_files,
         hash_file,
-        read_sums,
         walk_tree,
     )
     from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle_records import (
@@ -48,6 +46,16 @@ try:
         read_record,
         recorded_digest,
         write_record,
+    )
+    from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle_staging import (
+        forget_empty,
+        link_from_dest,
+        linkable,
+        load_journal,
+        note_done,
+        prepare_staging,
+        remove_stale_staging,
+        staging_path,
     )
 except ImportError:  # shipped: the modules above are already defined in this namespace
     pass
@@ -69,46 +77,6 @@ def _sync_file_range() -> Any:
 
 
 SYNC_FILE_RANGE = _sync_file_range()
-
-
-def journal_path(staging: str) -> str:
-    return staging + ".journal"
-
-
-def load_journal(staging: str) -> dict[str, tuple[int, str]]:
-    """Members verified into staging by an earlier run and unchanged since (size, mtime_ns, inode)."""
-    done: dict[str, tuple[int, str]] = {}
-    with contextlib.suppress(OSError), open(journal_path(staging), encoding="utf-8") as handle:
-        for line in handle:
-            try:
-                path, size, digest, mtime_ns, inode = json.loads(line)
-                info = os.lstat(os.path.join(staging, path))
-            except (ValueError, TypeError, OSError):
-                continue
-            if stat.S_ISREG(info.st_mode) and (info.st_size, info.st_mtime_ns, info.st_ino) == (size, mtime_ns, inode):
-                done[path] = (size, digest)
-    return done
-
-
-def note_done(staging: str, path: str, digest: str) -> None:
-    info = os.lstat(os.path.join(staging, path))
-    line = json.dumps([path, info.st_size, digest, info.st_mtime_ns, info.st_ino]) + "\n"
-    with open(journal_path(staging), "a", encoding="utf-8") as handle:
-        handle.write(line)
-
-
-def linkable(state_dir: str, dest: str, listed: Listed) -> set[str]:
-    """Files of this bundle that dest already holds verified (same sha256 in its SHA256SUMS, record intact)."""
-    holds = recorded_digest(state_dir, dest)
-    record = read_record(state_dir, dest, holds) if holds else None
-    if record is None:
-        return set()
-    present = {entry[0] for entry in record["files"]}
-    try:
-        sums = read_sums(dest)
-    except OSError:
-        return set()
-    return {path for path, (_, digest) in listed.items() if path in present and sums.get(path) == digest}
 
 
 def probe(params: dict[str, Any]) -> dict[str, Any]:
@@ -270,41 +238,6 @@ def check_signature(manifest: bytes, signature: bytes | None, public_key: str) -
         raise BundleError(f"{SIGNATURE_NAME} does not match {MANIFEST_NAME} (altered, or signed by another key)")
 
 
-def prepare_staging(staging: str, needed: Listed, done: dict[str, tuple[int, str]], resume: dict[str, int]) -> None:
-    """Keep only what this run builds on: verified members still needed and the partial members to continue."""
-    os.makedirs(staging, mode=0o700, exist_ok=True)
-    for dirpath, _, filenames in os.walk(staging):
-        for name in filenames:
-            rel = os.path.relpath(os.path.join(dirpath, name), staging)
-            if not ((rel in done and rel in needed) or rel in resume):
-                os.unlink(os.path.join(dirpath, name))
-
-
-def link_from_dest(dest: str, staging: str, path: str, expected: str, rehash: bool) -> int:
-    """Hard-link (or copy, hashing) a file dest holds verified into staging; bytes hashed."""
-    source, target = os.path.join(dest, path), os.path.join(staging, path)
-    os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(target)
-    hashed = 0
-    if rehash:
-        got = hash_file(source)
-        hashed = os.path.getsize(source)
-        if got != expected:
-            raise BundleError(f"{path} in {dest} is altered (sha256 {got}, expected {expected})")
-    try:
-        os.link(source, target, follow_symlinks=False)
-    except OSError:  # another file system, a link limit: copy, hashing
-        with open(source, "rb") as reader, open(target, "xb") as writer:
-            shutil.copyfileobj(reader, writer, CHUNK)
-        got = hash_file(target)
-        hashed += os.path.getsize(target)
-        if got != expected:
-            os.unlink(target)
-            raise BundleError(f"{path} in {dest} is altered (sha256 {got}, expected {expected})") from None
-    return hashed
-
-
 def read_meta(stream: Stream, listed: Listed, params: dict[str, Any], seen: set[str]) -> tuple[dict, Any]:
     """bundle.yaml (first), its signature, SHA256SUMS: checked before anything is written; returns them and the
     header that follows them."""
@@ -385,32 +318,6 @@ def receive(reader: IO[bytes], params: dict[str, Any]) -> dict[str, Any]:
     record = write_record(state_dir, dest, digest, [*sorted(meta), *needed], params.get("subset"))
     return {"changed": True, "record": record, "received_bytes": received, "hashed_bytes": hashed,
             "linked_files": linked, "files": len(needed)}  # fmt: skip
-
-
-def staging_path(dest: str, digest: str) -> str:
-    """Beside dest (the same file system, for the atomic exchange), one per bundle: what a resume builds on."""
-    return os.path.join(os.path.dirname(dest), f".{os.path.basename(dest)}.staging-{digest[:12]}")
-
-
-def remove_stale_staging(dest: str) -> None:
-    """After a swap, what broken transfers of any bundle left beside dest is of no use any more."""
-    parent, prefix = os.path.dirname(dest), f".{os.path.basename(dest)}.staging-"
-    for name in os.listdir(parent):
-        if name.startswith(prefix):
-            full = os.path.join(parent, name)
-            if os.path.isdir(full) and not os.path.islink(full):
-                shutil.rmtree(full, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    os.unlink(full)
-
-
-def forget_empty(staging: str) -> None:
-    """A refused transfer that verified nothing leaves nothing behind."""
-    if os.path.isdir(staging) and not load_journal(staging):
-        shutil.rmtree(staging, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            os.unlink(journal_path(staging))
 
 
 def main(reader: IO[bytes], header: dict[str, Any]) -> int:

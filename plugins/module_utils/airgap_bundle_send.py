@@ -34,7 +34,12 @@ from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle
 from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle_receive import OFFSET_KEY
 
 HERE = Path(__file__).resolve().parent
-RECEIVER_SOURCES = ("airgap_bundle_checks.py", "airgap_bundle_records.py", "airgap_bundle_receive.py")
+RECEIVER_SOURCES = (
+    "airgap_bundle_checks.py",
+    "airgap_bundle_records.py",
+    "airgap_bundle_staging.py",
+    "airgap_bundle_receive.py",
+)
 MARKER = "airgap-bundle-stream"
 # Executed by the host's python3 -c: no file is written on the host for the receiver itself.
 BOOT = (

@@ -33,6 +33,9 @@ from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle
     open_source,
     send_members,
 )
+from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle_staging import (  # noqa: E402
+    journal_path as staging_journal,
+)
 from stream_bundle import write_bundle  # noqa: E402
 
 AMD64 = {"machine": "x86_64", "kfd": False, "tegra": ""}
@@ -102,7 +105,7 @@ def test_receive_verifies_swaps_and_records_the_subset(
     assert not (dest / "images").exists() and (dest / "bundle.yaml").is_file()
     record = json.loads(Path(result["record"]).read_text())
     assert record["subset"] == {"images": False} and len(record["files"]) == len(needed) + 2
-    assert not Path(p["staging"]).exists() and not Path(receiver.journal_path(p["staging"])).exists()
+    assert not Path(p["staging"]).exists() and not Path(staging_journal(p["staging"])).exists()
     probe = receiver.probe({**p, "mode": "probe"})
     assert probe["current"] and set(needed) <= set(probe["recorded_paths"]) and probe["machine"] == os.uname().machine
 
