@@ -10,10 +10,10 @@ module: airgap_swarm_fetch
 short_description: Seed a bundle from the depot, or fetch it into staging from the depot and the other hosts
 description:
   - Peer-to-peer delivery of a bundle (C(bundle_transport=p2p)). The engine is libtorrent-rasterbar, from the
-    manylinux wheel that the bundle carries under C(p2p/wheels/), unpacked with zipfile: no pip, no distribution
+    manylinux wheel that the bundle carries under C(p2p/wheels/), unpacked with zipfile; no pip, no distribution
     package. The peer runs as a transient systemd unit (O(unit)) so it goes on seeding after the module returns;
     C(state=stopped) ends it once every host of the play has its files.
-  - C(state=seeding) (on the depot) makes the v2 torrent of the verified tree O(root) (deterministic: the same
+  - C(state=seeding) (on the depot) makes the v2 torrent of the verified tree O(root) (deterministic; the same
     bundle gives the same infohash; cached as C(<state_dir>/swarm/<digest>.torrent)) and starts a seeder of it.
   - C(state=fetched) (on a host) joins the swarm with O(torrent), downloads the files it wants (O(files), default
     all) into O(save_path)C(/bundle) (every piece checked against its SHA-256 hash, a corrupt one fetched again),
