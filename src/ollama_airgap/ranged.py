@@ -15,7 +15,7 @@ A CDN caps each connection; parallel requests multiply that cap. What differs fr
 - sha256 is computed while the parts arrive: a reader thread follows the contiguous completed prefix of the file and
   hashes it as it grows, reading back pages written moments before (page cache, not the disk). After a restart the
   prefix already on disk is re-read once: it is the only copy.
-- Memory is bounded: each connection holds one chunk (1 MiB) at a time, the hasher one buffer of the same size.
+- Memory is bounded: each connection holds one 64 KiB read at a time, the hasher one 1 MiB buffer.
 """
 
 from __future__ import annotations
@@ -47,6 +47,9 @@ THRESHOLD_ENV = "OLLAMA_AIRGAP_PART_THRESHOLD"
 PART_SIZE_ENV = "OLLAMA_AIRGAP_PART_SIZE"
 STATE_SUFFIX = ".parts"
 SAVE_EVERY_S = 0.5
+# The most one connection reads at a time. Small on purpose: 16 threads each allocating 1 MiB reads fragment glibc's
+# per-thread arenas (peak RSS 115 MiB for 1 GiB at 16 x 20 MB/s, 38 MiB with 64 KiB reads, flat in the size).
+READ_CHUNK = 64 << 10
 Progress = Callable[[int], None]
 
 
@@ -391,7 +394,7 @@ class RangedDownload:
         stats = self.fetcher.stats
         while not part.complete and not self.stop.is_set():
             try:
-                data = resp.raw.read1(min(CHUNK, part.size - part.done))
+                data = resp.raw.read1(min(READ_CHUNK, part.size - part.done))
             except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
                 raise TransientError(f"{type(exc).__name__}: {short(exc)}") from None
             if not data:
