@@ -87,10 +87,11 @@ def test_installed_collection_documents_every_module(installed: tuple[Path, Path
 def test_installed_collection_playbooks_resolve(installed: tuple[Path, Path, dict[str, str]]) -> None:
     """The site playbook and its phases load by FQCN: every role and module they name comes from the install."""
     _, collections, env = installed
+    names = ("site", "rollback", "uninstall")
     check = [_tool("ansible-playbook"), "--syntax-check", "-i", "localhost,"]
-    for playbook in ("site", "rollback", "uninstall"):
-        out = _run([*check, f"ollama_airgap.deploy.{playbook}"], collections, env)
-        assert f"ansible_collections/ollama_airgap/deploy/playbooks/{playbook}.yml" in out
+    out = _run([*check, *(f"ollama_airgap.deploy.{name}" for name in names)], collections, env)
+    for name in names:
+        assert f"ansible_collections/ollama_airgap/deploy/playbooks/{name}.yml" in out
     tasks = _run([_tool("ansible-playbook"), "--list-tasks", "-i", "localhost,", "ollama_airgap.deploy.site"],
                  collections, env)  # fmt: skip
     for role in ROLES:
@@ -101,8 +102,9 @@ def test_checkout_playbooks_use_the_collection_by_fqcn(installed: tuple[Path, Pa
     """The checkout's own playbooks, outside any collection directory and with no roles_path or library: a role or
     module named without ollama_airgap.deploy. would not resolve."""
     _, collections, env = installed
-    for playbook in (REPO / "site.yml", *sorted((REPO / "playbooks").glob("*.yml"))):
-        _run([_tool("ansible-playbook"), "--syntax-check", "-i", "localhost,", str(playbook)], collections, env)
+    playbooks = [str(p) for p in (REPO / "site.yml", *sorted((REPO / "playbooks").glob("*.yml")))]
+    out = _run([_tool("ansible-playbook"), "--syntax-check", "-i", "localhost,", *playbooks], collections, env)
+    assert all(f"playbook: {p}" in out for p in playbooks)
 
 
 def _bare_references(node: object) -> list[str]:
