@@ -32,8 +32,10 @@ TORRENT_NAME = "bundle"
 MIN_PIECE = 256 << 10
 MAX_PIECE = 16 << 20
 TARGET_PIECES = 2048
-STATUS_EVERY_S = 0.5
+STATUS_EVERY_S = 0.25
 RECONNECT_EVERY_S = 2.0
+RECONNECT_ALONE_S = 0.5  # while connected to no one (start-up: the others are still starting)
+FLUSH_EVERY_S = 2.0
 _WHEEL_RE = re.compile(r"^libtorrent-[^-]+-cp(\d)(\d+)-cp\d+-(.+)\.whl$")
 
 
@@ -259,14 +261,16 @@ def run_job(job_path: str) -> int:
     lt = import_libtorrent(job["lib"])
     peer = Peer(lt, job)
     deadline = time.monotonic() + float(job.get("max_s", 6 * 3600))
-    last_connect = 0.0
-    last_log = 0.0
+    last_connect = last_flush = last_log = 0.0
     while not stop["now"] and time.monotonic() < deadline:
         now = time.monotonic()
-        if now - last_connect >= RECONNECT_EVERY_S:
+        alone = peer.handle.status().num_peers == 0
+        if now - last_connect >= (RECONNECT_ALONE_S if alone else RECONNECT_EVERY_S):
             peer.reconnect()
-            peer.handle.flush_cache()  # written pieces reach the disk: a killed peer resumes from them
             last_connect = now
+        if now - last_flush >= FLUSH_EVERY_S:
+            peer.handle.flush_cache()  # written pieces reach the disk: a killed peer resumes from them
+            last_flush = now
         peer.drain_alerts()
         status = peer.status()
         write_json(job["status"], status)

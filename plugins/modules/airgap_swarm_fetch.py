@@ -138,7 +138,7 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.ollama_airgap.deploy.plugins.module_utils import swarm_peer as engine
 
-POLL_S = 0.5
+POLL_S = 0.2
 
 
 def swarm_dir(state_dir: str) -> str:
