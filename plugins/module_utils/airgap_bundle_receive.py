@@ -323,6 +323,7 @@ def receive(reader: IO[bytes], params: dict[str, Any]) -> dict[str, Any]:
 def main(reader: IO[bytes], header: dict[str, Any]) -> int:
     """Entry point of the shipped receiver: one JSON line on standard output."""
     params = header["params"]
+    params["dest"] = os.path.realpath(params["dest"])  # as airgap_bundle records it
     params.setdefault("staging", staging_path(params["dest"], params["digest"]))
     try:
         result = probe(params) if params["mode"] == "probe" else receive(reader, params)
