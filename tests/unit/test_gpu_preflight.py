@@ -7,6 +7,7 @@ from __future__ import annotations
 import grp
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -190,7 +191,8 @@ def test_fixture_xml_is_well_formed_against_the_dtd_names() -> None:
         sys.path.pop(0)
     for xml in sorted(FIXTURES.glob("*/q-x.xml")):
         text = xml.read_text()
-        assert '<!DOCTYPE nvidia_smi_log SYSTEM "nvsmi_device_v12.dtd">' in text
+        # v12 in the hand-made fixtures; driver 580 (h100-580-captured, a real capture) names v13.
+        assert re.search(r'<!DOCTYPE nvidia_smi_log SYSTEM "nvsmi_device_v1[23]\.dtd">', text), xml
         parsed = facts.parse_smi_xml(text)
         listed = facts.parse_smi_list((xml.parent / "L.txt").read_text())
         assert [g["uuid"] for g in parsed["gpus"]] == [g["uuid"] for g in listed], xml
