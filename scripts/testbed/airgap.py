@@ -228,7 +228,8 @@ class AirGap:
         return cls(control, fleet, recorder, time.monotonic() - started)
 
     def stop(self) -> None:
-        stop_hosts([self.control, *self.fleet])
+        """Throw the gap's hosts away: an orderly poweroff gets a few seconds (ollama's stop can take 20 s)."""
+        stop_hosts([self.control, *self.fleet], timeout=3)
 
     def copy_in(self, archive: Path, directory: str = "/root") -> str:
         """Bring a file into the control node through its root directory, the way a USB disk would."""

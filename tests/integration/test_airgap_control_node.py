@@ -85,6 +85,7 @@ def run_on_control(gap: AirGap, command: str) -> Run:
     seconds = time.monotonic() - started
     run = Run(command, result.returncode, result.stdout, result.stderr, seconds)
     run.counters, run.attempted = gap.recorder.counters(), gap.recorder.attempted()
+    print(f"\n[airgap] {command} -> rc {run.returncode}, {seconds:.1f} s; recorder {run.counters} {run.attempted}")
     return run
 
 
@@ -159,6 +160,7 @@ def test_recorder_counts_attempts_beyond_the_fleet(gap: AirGap) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["gaierror", "ConnectionRefusedError", "ConnectionRefusedError", "connected"]
     counters, attempted = gap.recorder.counters(), gap.recorder.attempted()
+    print(f"\n[airgap] control probe: recorder {counters} {attempted}")
     assert counters["dns"] >= 1 and counters["beyond"] >= counters["dns"] + 2 and counters["fleet"] >= 1, counters
     assert {"127.0.0.1:53", f"{GATEWAY}:80", "151.101.0.223:443"} <= set(attempted), attempted
     gap.recorder.reset()
@@ -207,7 +209,6 @@ def deployment(gap: AirGap, edge_bundle: Path) -> Deployment:
     gap.write("/root/hosts.yml", gap.inventory())
     gap.recorder.reset()
     first = run_on_control(gap, ONE_COMMAND)
-    print(f"\n[airgap] one command on the control node: {first.seconds:.1f} s; recorder {first.counters}")
     return Deployment(gap, edge_bundle, first)
 
 
@@ -254,8 +255,8 @@ def test_nothing_reached_beyond_the_fleet(deployment: Deployment) -> None:
 
 def test_second_run_changes_nothing(deployment: Deployment) -> None:
     gap = deployment.gap
-    again = run_on_control(gap, f"{BUNDLE_NAME}/deploy -i hosts.yml")
-    print(f"\n[airgap] second run: {again.seconds:.1f} s")
+    # The testinfra suite already passed after the first run (and test_deploy_kit runs it twice): skip it here.
+    again = run_on_control(gap, f"{BUNDLE_NAME}/deploy -i hosts.yml --skip-tests")
     assert again.returncode == 0, again.explain()
     summary = recap(again.stdout)
     assert {host.name for host in gap.fleet} <= set(summary), again.explain()
