@@ -51,6 +51,19 @@ def read_record(state_dir: str, dest: str, digest: str) -> dict[str, Any] | None
     return dict(record)
 
 
+def recorded_subset(state_dir: str, dest: str, digest: str) -> tuple[set[str], Any] | None:
+    """(paths, subset) of the record of ``digest`` for ``dest`` when it holds a subset, intact or not: what this host
+    was given. None for a full bundle or no record."""
+    try:
+        with open(record_path(state_dir, digest)) as handle:
+            record = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    if record.get("dest") != dest or not record.get("subset"):
+        return None
+    return {str(entry[0]) for entry in record.get("files") or []}, record["subset"]
+
+
 def record_is_current(state_dir: str, dest: str, digest: str) -> bool:
     """The record exists, names dest, and every file still has its recorded size, mtime_ns and inode."""
     return read_record(state_dir, dest, digest) is not None

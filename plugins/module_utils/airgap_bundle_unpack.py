@@ -169,12 +169,17 @@ def link_from_base(base_root: str, staging: str, listed: Listed, carried: set[st
     return linked, hashed
 
 
-def verify_in_place(root: str, listed: Listed, digest: str, sums_sha256: str, workers: int) -> int:
+def verify_in_place(
+    root: str, listed: Listed, digest: str, sums_sha256: str, workers: int, held: set[str] | None = None
+) -> int:
+    """Hash the tree where it is. ``held``: the part of the bundle this host was given (its record's subset)."""
+    with open(os.path.join(root, SUMS_NAME), "rb") as handle:
+        check_sums(handle.read(MAX_MANIFEST + 1), listed, sums_sha256)
+    if held is not None:
+        listed = {path: value for path, value in listed.items() if path in held}
     walk_tree(root, listed)
     with open(os.path.join(root, MANIFEST_NAME), "rb") as handle:
         check_manifest_digest(handle.read(MAX_MANIFEST + 1), digest)
-    with open(os.path.join(root, SUMS_NAME), "rb") as handle:
-        check_sums(handle.read(MAX_MANIFEST + 1), listed, sums_sha256)
     paths = list(listed)
     # Biggest first, so one large blob does not end up last on a single thread.
     paths.sort(key=lambda path: listed[path][0], reverse=True)

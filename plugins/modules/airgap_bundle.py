@@ -172,6 +172,7 @@ from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle
     record_is_current,
     record_path,
     recorded_digest,
+    recorded_subset,
     require_base,
     write_record,
 )
@@ -223,10 +224,15 @@ def ensure_present(module: AnsibleModule, src: str | None, dest: str, state_dir:
     carried = carried_set(params["files"])
     if bool(base) != (carried is not None):
         raise BundleError("a differential bundle needs both base_digest and the carried mark of every file")
-    linked = 0
+    linked, subset = 0, None
     src = os.path.realpath(src)
     if os.path.isdir(src) and src == dest and not base:
-        hashed = verify_in_place(src, listed, digest, params["sums_sha256"], params["workers"])
+        # A host given part of the bundle (a streamed push's subset) is checked for that part.
+        held = recorded_subset(state_dir, dest, digest)
+        part = held[0] if held else None
+        hashed = verify_in_place(src, listed, digest, params["sums_sha256"], params["workers"], part)
+        if held:
+            listed, subset = {path: value for path, value in listed.items() if path in held[0]}, held[1]
     else:
         parent = os.path.dirname(dest)
         os.makedirs(parent, mode=0o755, exist_ok=True)
@@ -245,7 +251,7 @@ def ensure_present(module: AnsibleModule, src: str | None, dest: str, state_dir:
         finally:
             shutil.rmtree(staging, ignore_errors=True)  # the refused tree, or the old one after the exchange
     signed = [SIGNATURE_NAME] if os.path.isfile(os.path.join(dest, SIGNATURE_NAME)) else []
-    record = write_record(state_dir, dest, digest, [MANIFEST_NAME, SUMS_NAME, *signed, *listed])
+    record = write_record(state_dir, dest, digest, [MANIFEST_NAME, SUMS_NAME, *signed, *listed], subset)
     return {
         "changed": True, "current": True, "digest": digest, "root": dest, "record": record, "hashed_bytes": hashed,
         "linked_files": linked, "diff": diff,

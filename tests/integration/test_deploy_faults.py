@@ -64,7 +64,9 @@ def test_signature_is_checked_on_the_host(
                                bundle_signing_public_key=public)  # fmt: skip
     assert refused.returncode != 0
     assert "bundle.yaml.sig does not match bundle.yaml" in refused.output, refused.explain()
-    assert host.ssh("ls -A /var/lib/ollama-airgap/incoming").stdout.strip() == ""
+    # Refused before any member was written: no archive, no staging tree (the push creates no incoming/ either).
+    left = "ls -A /var/lib/ollama-airgap/incoming /var/lib/ollama-airgap/.bundle.staging-* 2>/dev/null || true"
+    assert host.ssh(left).stdout.strip() == ""
 
     signed = signed_build(mirrors, tmp_path, key, "signed")
     accepted = ansible_playbook("playbooks/bundle.yml", extra=limit, bundle_src=str(signed),
