@@ -96,10 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hosts", default="1,4,8,16")
     parser.add_argument("--size", default="64M")
     parser.add_argument("--mbit", type=float, default=200.0)
+    parser.add_argument("--part-size", default="256M", help="the fetch module part_size")
     parser.add_argument("--work", type=Path, default=Path("/var/tmp/ollama-airgap-depot-link"))
     args = parser.parse_args(argv)
     command = "PYTHONPATH=.:scripts:src .venv/bin/python -m benchmarks.depot_link " + " ".join(argv or sys.argv[1:])
-    size, counts = parse_size(args.size), [int(n) for n in args.hosts.split(",")]
+    size, counts, part_size = parse_size(args.size), [int(n) for n in args.hosts.split(",")], parse_size(args.part_size)
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     network_down()
@@ -117,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         for count in counts:
             dests = [args.work / f"host{count}-{i}" for i in range(count)]
             started = time.monotonic()
-            procs = [module("airgap_depot_fetch", {"url": URL, "dest": str(d), **tree}, args.work) for d in dests]
+            fetch = {"url": URL, "part_size": part_size, **tree}
+            procs = [module("airgap_depot_fetch", {**fetch, "dest": str(d)}, args.work) for d in dests]
             results = [finish(p) for p in procs]
             seconds = time.monotonic() - started
             assert all(r["fetched_bytes"] >= size for r in results)
