@@ -223,4 +223,4 @@ def test_a_host_dropping_off_mid_transfer_does_not_stop_the_others(fleet: Fleet)
         assert time.monotonic() < deadline, "the host did not come back on the network"
         time.sleep(1)
     ok(fleet.run("playbooks/bundle.yml", extra=limit([dropped, other])))
-    unchanged(fleet.run(*HOST_PHASES), fleet.hosts)
+    unchanged(fleet.run(*HOST_PHASES, extra=limit([dropped, other])), [dropped, other])
