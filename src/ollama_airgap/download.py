@@ -188,7 +188,9 @@ class Fetcher:
             direct, whole = probe(self, url, headers or {}, what, size, probed)
             if direct is not None:
                 try:
-                    ranged = RangedDownload(self, direct, partial, sha256=sha256, size=size, what=what, headers=headers)
+                    ranged = RangedDownload(
+                        self, direct, partial, url, sha256=sha256, size=size, what=what, headers=headers
+                    )
                     return ranged.run(progress)
                 except NoRanges:
                     pass  # a part was answered without its range: the rest goes in one stream

@@ -47,6 +47,7 @@ THRESHOLD_ENV = "OLLAMA_AIRGAP_PART_THRESHOLD"
 PART_SIZE_ENV = "OLLAMA_AIRGAP_PART_SIZE"
 STATE_SUFFIX = ".parts"
 SAVE_EVERY_S = 0.5
+EXPIRED = frozenset({401, 403, 410})  # a direct URL's signature ran out
 # The most one connection reads at a time. Small on purpose: 16 threads each allocating 1 MiB reads fragment glibc's
 # per-thread arenas (peak RSS 115 MiB for 1 GiB at 16 x 20 MB/s, 38 MiB with 64 KiB reads, flat in the size).
 READ_CHUNK = 64 << 10
@@ -217,6 +218,7 @@ class RangedDownload:
         fetcher: Fetcher,
         url: str,
         partial: Path,
+        origin: str | None = None,
         *,
         sha256: str,
         size: int,
@@ -224,7 +226,8 @@ class RangedDownload:
         headers: Mapping[str, str] | None,
     ) -> None:
         self.fetcher = fetcher
-        self.url = url
+        self.url = url  # the direct URL the probe was redirected to
+        self.origin = origin or url  # the URL asked for, which redirects there
         self.partial = partial
         self.sha256 = sha256
         self.size = size
@@ -366,15 +369,23 @@ class RangedDownload:
         failures = 0
         while not part.complete and not self.stop.is_set():
             start, end = part.offset + part.done, part.offset + part.size - 1
+            url = self.url
             try:
                 resp = self.fetcher.request(
                     "GET",
-                    self.url,
+                    url,
                     headers={**self.headers, "Range": f"bytes={start}-{end}"},
                     what=self.what,
                     stream=True,
-                    ok=frozenset({200, 206}),
+                    ok=frozenset({200, 206} | (EXPIRED if url != self.origin else set())),
                 )
+                if resp.status_code in EXPIRED:
+                    # A signed direct URL (GitHub's asset host, a CDN) expired during a long download: from now on
+                    # every part asks the original URL again and follows its redirect to a fresh one.
+                    resp.close()
+                    self.url = self.origin
+                    failures += 1
+                    continue
                 with resp:
                     if resp.status_code != 206 or not resp.headers.get("Content-Range", "").startswith(
                         f"bytes {start}-"

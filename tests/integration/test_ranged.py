@@ -218,3 +218,15 @@ def test_bundle_build_splits_the_model_blob(mirrors: Mirrors, registry_proxy: Fa
     assert result.stderr == "" and json.loads(result.stdout)["ok"] is True
     ranges = sorted(h.range_header or "" for h in ranged_gets(registry_proxy, path))
     assert ranges == sorted(part_ranges(config, layer.size))
+
+
+def test_expired_direct_url_is_resolved_again(nginx_proxy: FaultProxy, blob: Blob, tmp_path: Path) -> None:
+    """GitHub-style 302 to a signed asset URL: a 403 there sends the parts back to the release URL for a fresh one."""
+    release = f"/ranged/blobs/releases/download/v0/{blob.hex}"
+    expired = part_ranges()[4]
+    nginx_proxy.add(Fault(blob.nginx_path, "status", status=403, range_prefix=expired))
+    out = tmp_path / "blob"
+    fetcher().download(nginx_proxy.url + release, out, sha256=blob.hex, size=SIZE, what="release blob")
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == blob.hex
+    asked = [(h.path.split("?")[0], h.status) for h in nginx_proxy.log if h.range_header == expired]
+    assert asked == [(blob.nginx_path, 403), (release, 302), (blob.nginx_path, 206)], asked
