@@ -1,7 +1,8 @@
 """The deploy kit on the test bed: `bundle build --deploy-kit` (wheels from the test bed's local PyPI) carries
-`deploy` and kit/, `--no-deploy-kit` leaves them out; the unpacked bundle's `deploy -i INVENTORY`, run by this
-machine's python3 (not the project venv), deploys the session's hosts and proves them with the testinfra suite, and
-a second run changes nothing. At the end the hosts get the session's demo bundle back, as other modules expect.
+`deploy` and kit/, `--no-deploy-kit` leaves them out; the unpacked bundle's `deploy -i INVENTORY --limit node1`,
+run by this machine's python3 (not the project venv), deploys the session's first host and proves it with the
+testinfra suite, and a second run changes nothing. At the end that host gets the session's demo bundle back, as other
+modules expect.
 
 Budget: about 3 minutes (build ~5 s, two deploys, one testinfra run, the restore; 207 s with two suite runs).
 """
@@ -116,7 +117,7 @@ def unpacked(kit: Kit, test_hosts: TestHosts, ansible_playbook: PlaybookRunner) 
     try:
         yield root
     finally:
-        back = ansible_playbook("site.yml")
+        back = ansible_playbook("site.yml", extra=("--limit", test_hosts.hosts[0].name))
         assert back.returncode == 0, back.explain()
 
 
@@ -131,18 +132,23 @@ def deploy(
     return proc, json.loads(proc.stdout), seconds
 
 
-def test_deploy_from_the_bundle_then_a_second_run_changes_nothing(unpacked: Path, ansible_inventory: Path) -> None:
-    first, summary, seconds = deploy(unpacked, ansible_inventory)
+def test_deploy_from_the_bundle_then_a_second_run_changes_nothing(
+    unpacked: Path, ansible_inventory: Path, test_hosts: TestHosts
+) -> None:
+    """On the first host only (budget): --limit passes through to ansible-playbook and narrows testinfra too."""
+    limit = ("--limit", test_hosts.hosts[0].name)
+    first, summary, seconds = deploy(unpacked, ansible_inventory, *limit)
     print(f"\n[kit] first deploy (venv built, collection installed): {seconds:.1f} s {summary.get('phases')}")
     assert first.returncode == 0 and summary["ok"], first.stderr[-6000:]
     assert not summary["venv"]["reused"] and not summary["collection"]["reused"]
-    assert summary["hosts"] and summary["failed"] == 0
+    assert summary["hosts"] == [test_hosts.hosts[0].name] and summary["failed"] == 0
     assert summary["tests"]["passed"] > 0 and summary["tests"]["failed"] == summary["tests"]["errors"] == 0
     assert summary["python"] in json.loads((unpacked / "kit" / "kit.json").read_text())["python"]
 
-    again, summary, seconds = deploy(unpacked, ansible_inventory, "--skip-tests")  # the suite ran once: budget
+    again, summary, seconds = deploy(unpacked, ansible_inventory, *limit, "--skip-tests")  # the suite ran once: budget
     print(f"\n[kit] second deploy (warm, --skip-tests): {seconds:.1f} s {summary['phases']}")
     assert again.returncode == 0 and summary["ok"], again.stderr[-6000:]
     assert summary["venv"]["reused"] and summary["collection"]["reused"]
     assert summary["changed"] == 0, again.stderr[-6000:]
     assert summary["tests"] is None
+    assert bundle_cli("verify", str(unpacked))["ok"]  # deploy wrote nothing into the bundle

@@ -204,3 +204,13 @@ def test_the_same_sources_give_the_same_kit(
     again, meta = build_kit(KitSpec(), tmp_path / "work", KitOptions(index_url=pypi_mirror.index_url))
     assert [(e.path, e.sha256) for e in again] == [(e.path, e.sha256) for e in kit[0]]
     assert meta == kit[1]
+
+
+def test_pass_through_arguments_narrow_testinfra_and_feed_its_extra_vars() -> None:
+    from ollama_airgap import deploy_entry
+
+    rest = ["--limit", "node1,node2", "-e", "@vars.yml", "--extra-vars=@more.yml", "-lnode3", "--check"]
+    assert deploy_entry.option_values(rest, "-l", "--limit") == ["node1,node2", "node3"]
+    assert deploy_entry.option_values(rest, "-e", "--extra-vars") == ["@vars.yml", "@more.yml"]
+    recap = deploy_entry.parse_recap("PLAY RECAP ***\nnode1 : ok=3 changed=0 unreachable=0 failed=0 skipped=1\n")
+    assert recap == {"node1": {"ok": 3, "changed": 0, "unreachable": 0, "failed": 0, "skipped": 1}}
