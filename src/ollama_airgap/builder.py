@@ -19,7 +19,7 @@ from .bundle import LOCK_NAME, Entry, manifest_bytes, pack, sums_text
 from .cache import BlobCache
 from .container_image import ImageArchive, ResolvedImage, image_archive, resolve_image
 from .delta import BaseBundle, delta_meta, sidecar_path, split_entries
-from .deploy_kit import KitOptions, assemble, find_repo
+from .deploy_kit import KitOptions, assemble, find_repo, wheel_pins
 from .download import Fetcher
 from .errors import AirgapError, DiskSpaceError, SpecError, UnsupportedModelError, VerifyError
 from .fleet_kit import fetch_depot, fleet_meta, resolve_depot
@@ -135,7 +135,9 @@ class Builder:
         # The deploy kit (None: --no-deploy-kit); a missing repository is refused before anything downloads.
         self.kit_options = deploy_kit
         if deploy_kit is not None and spec.deploy_kit is not None:
-            self.kit_options = KitOptions(find_repo(deploy_kit.repo), deploy_kit.index_url, deploy_kit.find_links)
+            pins = tuple(sorted(lock.kit_wheels.items())) if lock else ()
+            repo = find_repo(deploy_kit.repo)
+            self.kit_options = KitOptions(repo, deploy_kit.index_url, deploy_kit.find_links, pins)
         self.base = base  # build a differential bundle carrying only what this base lacks
         self.spec = spec
         self.cache = cache
@@ -480,6 +482,7 @@ class Builder:
             release_files={r.name: r.sha256 for r in releases},
             models={str(m.name): m.manifest.digest for m in models},
             images={str(i.ref): i.manifest.digest for i in images},
+            kit_wheels=wheel_pins(kit.entries) if kit else {},
         )
         lock_data = lock.dump()
         entries[LOCK_NAME] = Entry.from_bytes(LOCK_NAME, lock_data)

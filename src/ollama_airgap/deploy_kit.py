@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .bundle import Entry
-from .errors import AirgapError, SpecError
+from .errors import AirgapError, SpecError, VerifyError
 from .hashing import sha256_file
 from .wheelhouse import check_platform, check_python, download_wheels, machine_platform, machine_python
 
@@ -86,6 +86,7 @@ class KitOptions:
     repo: Path | None = None  # default: $OLLAMA_AIRGAP_REPO, else the checkout this package runs from
     index_url: str | None = None  # default: PyPI
     find_links: tuple[Path, ...] = ()
+    pins: tuple[tuple[str, str], ...] = ()  # the lock's wheels (file name, sha256): exactly these are fetched
 
 
 def parse_kit_spec(value: Any, fail: Callable[[str, str], SpecError]) -> KitSpec | None:
@@ -211,6 +212,29 @@ def build_own_wheel(repo: Path, out: Path, options: KitOptions) -> Path:
     return built[0]
 
 
+def check_pins(wheels: list[Path], pins: dict[str, str]) -> None:
+    """With --lock, the wheelhouse must be exactly the locked wheels, byte for byte."""
+    got = {w.name: w for w in wheels}
+    for name, digest in sorted(pins.items()):
+        if name not in got:
+            raise VerifyError(f"deploy kit: locked wheel {name} was not fetched (the index no longer offers it?)")
+        if sha256_file(got[name]) != digest:
+            raise VerifyError(f"deploy kit: {name} differs from the lock's sha256 {digest}")
+    extra = sorted(set(got) - set(pins))
+    if extra:
+        raise VerifyError(f"deploy kit: {extra[0]} is not in the lock; build without --lock to re-resolve")
+
+
+def wheel_pins(entries: list[Entry]) -> dict[str, str]:
+    """The downloaded wheels of a kit (not ollama-airgap's own, built from the repository), for the lock."""
+    prefix = f"{KIT_DIR}/wheels/"
+    return {
+        e.path.removeprefix(prefix): e.sha256
+        for e in entries
+        if e.path.startswith(prefix) and not e.path.startswith(prefix + "ollama_airgap-")
+    }
+
+
 def _file_entry(path: str, source: Path, mode: int = 0o644) -> Entry:
     return Entry(path, source.stat().st_size, sha256_file(source), source, mode=mode)
 
@@ -222,11 +246,16 @@ def build_kit(spec: KitSpec, work: Path, options: KitOptions) -> tuple[list[Entr
     repo = find_repo(options.repo)
     collection = build_collection(repo, work / "collection")
     own = build_own_wheel(repo, work / "own", options)
+    pins = dict(options.pins)
+    requirements = sorted({"{}=={}".format(*name.split("-")[:2]) for name in pins}) or kit_requirements()
     wheels = download_wheels(
-        kit_requirements(), work / "wheels", list(kit.pythons), list(kit.platforms),
+        requirements, work / "wheels", list(kit.pythons), list(kit.platforms),
         options.index_url, list(options.find_links) or None,
     )  # fmt: skip
-    wheels = [w for w in wheels if not w.name.startswith("ollama_airgap-")] + [own]
+    wheels = [w for w in wheels if not w.name.startswith("ollama_airgap-")]
+    if pins:
+        check_pins(wheels, pins)
+    wheels.append(own)
     pip_wheels = [w.name for w in wheels if re.match(r"^pip-[^-]+-py3-none-any\.whl$", w.name)]
     if not pip_wheels:
         raise AirgapError("deploy kit: the wheelhouse has no pip-*-py3-none-any.whl to bootstrap the venv")

@@ -22,6 +22,7 @@ class Lock:
     release_files: dict[str, str] = field(default_factory=dict)  # file name -> sha256 hex
     models: dict[str, str] = field(default_factory=dict)  # full model name -> manifest digest
     images: dict[str, str] = field(default_factory=dict)  # image reference -> manifest digest
+    kit_wheels: dict[str, str] = field(default_factory=dict)  # deploy kit wheel file name -> sha256 hex
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -31,6 +32,7 @@ class Lock:
             "ollama": {"version": self.ollama_version, "files": dict(sorted(self.release_files.items()))},
             "models": dict(sorted(self.models.items())),
             "images": dict(sorted(self.images.items())),
+            **({"deploy_kit": {"wheels": dict(sorted(self.kit_wheels.items()))}} if self.kit_wheels else {}),
         }
 
     def dump(self) -> bytes:
@@ -53,12 +55,16 @@ def load_lock(path: Path) -> Lock:
             release_files={str(k): str(v) for k, v in (ollama.get("files") or {}).items()},
             models={str(k): str(v) for k, v in (data.get("models") or {}).items()},
             images={str(k): str(v) for k, v in (data.get("images") or {}).items()},
+            kit_wheels={str(k): str(v) for k, v in ((data.get("deploy_kit") or {}).get("wheels") or {}).items()},
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SpecError(f"{path}: malformed lock ({exc})") from None
     for name, digest in lock.release_files.items():
         if not HEX_RE.match(digest):
             raise SpecError(f"{path}: ollama.files.{name}: not a sha256")
+    for name, digest in lock.kit_wheels.items():
+        if not HEX_RE.match(digest) or not name.endswith(".whl") or "/" in name:
+            raise SpecError(f"{path}: deploy_kit.wheels.{name}: not a wheel file name with its sha256")
     for name, digest in {**lock.models, **lock.images}.items():
         if not DIGEST_RE.match(digest):
             raise SpecError(f"{path}: {name}: not a sha256 digest")

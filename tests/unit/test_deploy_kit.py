@@ -17,8 +17,9 @@ import pytest
 import yaml
 
 from ollama_airgap.bundle import Entry, manifest_bytes, sums_text, verify_dir
-from ollama_airgap.deploy_kit import KitOptions, KitSpec, build_kit, find_repo
-from ollama_airgap.errors import SpecError
+from ollama_airgap.deploy_kit import KitOptions, KitSpec, build_kit, find_repo, wheel_pins
+from ollama_airgap.errors import SpecError, VerifyError
+from ollama_airgap.lock import Lock, load_lock
 from ollama_airgap.progress import Reporter
 from ollama_airgap.spec import validate_spec
 from ollama_airgap.wheelhouse import machine_platform, machine_python
@@ -214,3 +215,23 @@ def test_pass_through_arguments_narrow_testinfra_and_feed_its_extra_vars() -> No
     assert deploy_entry.option_values(rest, "-e", "--extra-vars") == ["@vars.yml", "@more.yml"]
     recap = deploy_entry.parse_recap("PLAY RECAP ***\nnode1 : ok=3 changed=0 unreachable=0 failed=0 skipped=1\n")
     assert recap == {"node1": {"ok": 3, "changed": 0, "unreachable": 0, "failed": 0, "skipped": 1}}
+
+
+def test_the_lock_pins_the_kit_wheels(
+    kit: tuple[list[Entry], dict, Path], pypi_mirror: PypiMirror, tmp_path: Path
+) -> None:
+    """bundle.lock.yaml records the kit's wheels; --lock fetches exactly those and refuses any that differ."""
+    pins = wheel_pins(kit[0])
+    assert pins and not any(name.startswith("ollama_airgap-") for name in pins)
+    lock = Lock("k", 1, "0.14.1", kit_wheels=pins)
+    (tmp_path / "k.lock.yaml").write_bytes(lock.dump())
+    assert load_lock(tmp_path / "k.lock.yaml").kit_wheels == pins
+    assert "deploy_kit" not in Lock("k", 1, "0.14.1").as_dict()  # a bundle without a kit: the lock is as before
+    options = KitOptions(index_url=pypi_mirror.index_url, pins=tuple(sorted(pins.items())))
+    again, _ = build_kit(KitSpec(), tmp_path / "work", options)
+    assert [(e.path, e.sha256) for e in again] == [(e.path, e.sha256) for e in kit[0]]
+    wrong = dict(pins)
+    name = next(n for n in wrong if n.startswith("pip-"))
+    wrong[name] = "0" * 64
+    with pytest.raises(VerifyError, match=f"deploy kit: {name} differs from the lock"):
+        build_kit(KitSpec(), tmp_path / "work2", KitOptions(index_url=pypi_mirror.index_url, pins=tuple(wrong.items())))
