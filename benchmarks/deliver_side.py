@@ -20,7 +20,7 @@ from testbed.hosts import SSH_KEY, SSH_OPTIONS, Host
 STATE_DIR = "/var/lib/ollama-airgap"
 COPY_DIR = "/var/tmp/bench-copy"
 CIPHERS = ("", "aes128-gcm@openssh.com")
-STREAM_SECONDS = re.compile(r"stream_seconds: ([0-9.]+)")
+STREAM_SECONDS = re.compile(r"\"?stream_seconds\"?: ([0-9.]+)")
 
 
 def wipe(host: Host) -> None:
