@@ -197,3 +197,26 @@ def test_action_check_mode_sends_nothing_then_streams_then_changes_nothing(
     assert first["subset"]["images"] is False and "images/open-webui_v1.docker.tar" in first["left_out"]
     again = playbook(tmp_path, archive, document, digest)
     assert not again["changed"] and again["sent_bytes"] == 0 and again["hashed_bytes"] == 0
+
+
+def test_subset_tree_verified_in_place_names_a_rotten_file(
+    bundle: tuple[Path, dict[str, Any], str], tmp_path: Path
+) -> None:
+    """airgap_bundle (bundle_remote_src, the tree as its own source) checks the part the record says the host got."""
+    archive, document, digest = bundle
+    needed = [f["path"] for f in document["files"] if not f["path"].startswith("images/")]
+    p = params(tmp_path, document, digest, needed, subset={"images": False})
+    receiver.receive(io.BufferedReader(io.BytesIO(stream_of(archive, document, [(n, 0) for n in needed]))), p)
+    blob = max(needed, key=lambda n: next(f["size"] for f in document["files"] if f["path"] == n))
+    with open(Path(p["dest"]) / blob, "r+b") as handle:
+        handle.seek(100)
+        handle.write(b"\0")
+    args = {"state": "present", "src": p["dest"], "dest": p["dest"], "state_dir": p["state_dir"],
+            "manifest_sha256": digest, "files": document["files"],
+            "sums_sha256": document["sha256sums_sha256"]}  # fmt: skip
+    (tmp_path / "args.json").write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+    env = {**os.environ, "PYTHONPATH": str(REPO / ".ansible" / "collections")}
+    module = REPO / "plugins" / "modules" / "airgap_bundle.py"
+    proc = subprocess.run([sys.executable, str(module), str(tmp_path / "args.json")], capture_output=True, text=True,
+                          env=env, check=False)  # fmt: skip
+    assert f"{blob} is altered (sha256 " in json.loads(proc.stdout)["msg"], proc.stdout
