@@ -45,6 +45,7 @@ class Kit:
     bare: Path  # the same spec with --no-deploy-kit
     build: dict[str, Any]
     build_seconds: float
+    relocked: Path  # rebuilt with --lock
 
 
 def bundle_cli(*argv: str) -> dict[str, Any]:
@@ -75,7 +76,9 @@ def kit(
     seconds = time.monotonic() - started
     print(f"\n[kit] bundle build with the deploy kit: {seconds:.1f} s")
     bundle_cli(*common, "-o", str(tmp / "demo-bare.tar"), "--no-deploy-kit")
-    return Kit(tmp / "demo.tar", tmp / "demo-bare.tar", built, seconds)
+    relock = ["--lock", str(tmp / "demo.lock.yaml"), "--deploy-kit", "--kit-index-url", pypi_mirror.index_url]
+    bundle_cli(*common, "-o", str(tmp / "again" / "demo.tar"), *relock)
+    return Kit(tmp / "demo.tar", tmp / "demo-bare.tar", built, seconds, tmp / "again" / "demo.tar")
 
 
 def members(archive: Path) -> dict[str, tarfile.TarInfo]:
@@ -106,6 +109,8 @@ def test_build_adds_the_kit_and_no_deploy_kit_leaves_it_out(kit: Kit, pypi_mirro
     assert bundle_cli("verify", str(kit.archive))["ok"]
     assert bundle_cli("inspect", str(kit.archive))["deploy_kit"] == record
     assert "/files/ansible_core-" in pypi_mirror.access_log.read_text()  # the wheels came from the local index
+    assert yaml.safe_load(kit.archive.with_name("demo.lock.yaml").read_text())["deploy_kit"]["wheels"]
+    assert kit.relocked.read_bytes() == kit.archive.read_bytes()  # --lock: the same bundle, kit included
 
 
 @pytest.fixture(scope="module")
