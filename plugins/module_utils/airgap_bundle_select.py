@@ -6,6 +6,7 @@
 - models: the manifests, Modelfiles and blobs of the included models (ollama_models_include; empty = all). A blob
   shared with an excluded model is sent.
 - images: the container image archives (Open WebUI) only when the host runs it.
+- the deploy kit (``deploy``, ``kit/``): never, it runs on the control node.
 Every other file (bundle.lock.yaml, sha256sum.txt, kits, ...) is always sent: only files known to be unneeded are
 left out."""
 
@@ -82,6 +83,10 @@ def select(manifest: dict[str, Any], paths: list[str], host: dict[str, Any], opt
         for image in manifest.get("images") or []:
             if image.get("path"):
                 left_out[str(image["path"])] = f"image {image.get('name', '')} (the host does not run it)"
+    if manifest.get("deploy_kit"):  # the entry script and kit/ run on the control node, never on a host
+        for path in paths:
+            if path == "deploy" or path.startswith("kit/"):
+                left_out[path] = "deploy kit (runs on the control node)"
     needed = [path for path in paths if path not in left_out]
     selection = {
         "architecture": arch,

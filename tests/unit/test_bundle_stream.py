@@ -89,6 +89,8 @@ def test_subset_is_the_hosts_architecture_models_and_images(bundle: tuple[Path, 
     assert "ollama/0.35.1/ollama-linux-amd64-rocm.tar" in rocm["needed"] and len(rocm["needed"]) == len(paths) - 1
     arm = select(document, paths, {"machine": "aarch64"}, {})
     assert "ollama/0.35.1/ollama-linux-amd64.tar" in arm["left_out"]
+    kit = select({**document, "deploy_kit": {"python": ["3.11"]}}, [*paths, "deploy", "kit/kit.json"], AMD64, {})
+    assert {"deploy", "kit/kit.json"} <= set(kit["left_out"]) and "deploy" not in kit["needed"]
 
 
 def test_receive_verifies_swaps_and_records_the_subset(
