@@ -75,7 +75,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb", buffering=0) as handle:
-        while chunk := handle.read(1 << 20):
+        for chunk in iter(lambda: handle.read(1 << 20), b""):  # no walrus: Python 3.7 must reach the refusal
             digest.update(chunk)
     return digest.hexdigest()
 

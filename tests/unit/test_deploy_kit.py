@@ -5,8 +5,10 @@ tests/integration/test_deploy_kit.py."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -153,12 +155,28 @@ def test_no_inventory_is_refused(bundle: Path) -> None:
     assert proc.returncode == 2 and one_line(proc) == f"deploy: inventory {bundle.parent / 'missing.yml'} not found"
 
 
+def other_pythons() -> list[Path]:
+    """Real interpreters of versions the kit does not cover on this machine (pyenv's, Debian's), if any."""
+    found = glob.glob("/root/.pyenv/versions/3.*/bin/python3") + glob.glob("/usr/bin/python3.[0-9]*")
+    wanted = []
+    for path in map(Path, found):
+        version = re.search(r"3\.(\d+)", str(path))
+        minor = int(version.group(1)) if version else 0
+        if path.is_file() and re.fullmatch(r"python3(\.\d+)?", path.name) and minor >= 7:
+            wanted += [path] if f"3.{minor}" != machine_python() else []
+    return wanted
+
+
 def test_unsupported_python_is_refused(bundle: Path) -> None:
     inventory = bundle.parent / "hosts.yml"
     inventory.write_text("all: {}\n")
     proc = run_deploy(bundle, "-i", str(inventory), OLLAMA_AIRGAP_DEPLOY_PYTHON="3.8")
     assert proc.returncode == 2
     assert one_line(proc).startswith(f"deploy: unsupported Python 3.8 ({PYTHON3}): this bundle's deploy kit has wheels")
+    for python in other_pythons():  # and by a real interpreter the kit does not cover, where there is one
+        argv = [str(python), str(bundle / "deploy"), "-i", str(inventory), "--state-dir", str(bundle.parent / "state")]
+        real = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        assert real.returncode == 2 and "deploy: unsupported Python 3." in one_line(real), real.stderr
     assert not (bundle.parent / "state").exists()
 
 
