@@ -182,10 +182,20 @@ def unit_active(unit: str) -> bool:
     return systemctl("is-active", "--quiet", unit).returncode == 0
 
 
+def unit_loaded(unit: str) -> bool:
+    shown = systemctl("show", "--property=LoadState", "--value", unit).stdout.strip()
+    return shown not in ("", "not-found")
+
+
 def start_unit(module: AnsibleModule, unit: str, program: str, job: str) -> None:
-    if unit_active(unit):
-        systemctl("stop", unit)
+    # A unit of an earlier run may still be loaded (stopping, or not yet collected): end it and wait until it is gone.
+    systemctl("stop", unit)
     systemctl("reset-failed", unit)
+    deadline = time.monotonic() + 15
+    while unit_loaded(unit) and time.monotonic() < deadline:
+        systemctl("kill", "--signal=SIGKILL", unit)
+        systemctl("reset-failed", unit)
+        time.sleep(0.2)
     done = subprocess.run(
         ["systemd-run", "--unit", unit, "--collect", "--property=Type=exec",
          "--description=ollama-airgap bundle swarm peer", sys.executable, program, job],
