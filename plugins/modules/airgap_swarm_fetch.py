@@ -187,22 +187,36 @@ def unit_loaded(unit: str) -> bool:
     return shown not in ("", "not-found")
 
 
-def start_unit(module: AnsibleModule, unit: str, program: str, job: str) -> None:
-    # A unit of an earlier run may still be loaded (stopping, or not yet collected): end it and wait until it is gone.
+def start_unit(module: AnsibleModule, unit: str, program: str, job: str) -> str:
+    """Start the peer as transient unit ``unit`` and return the name used.
+
+    A unit of an earlier run may still be loaded (stopping, or not yet collected): it is stopped and waited for;
+    if systemd still refuses the name, the peer runs as ``<unit>-<n>`` (state=stopped stops those too).
+    """
     systemctl("stop", unit)
     systemctl("reset-failed", unit)
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 5
     while unit_loaded(unit) and time.monotonic() < deadline:
-        systemctl("kill", "--signal=SIGKILL", unit)
         systemctl("reset-failed", unit)
         time.sleep(0.2)
-    done = subprocess.run(
-        ["systemd-run", "--unit", unit, "--collect", "--property=Type=exec",
-         "--description=ollama-airgap bundle swarm peer", sys.executable, program, job],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if done.returncode != 0:
-        module.fail_json(msg=f"swarm: systemd-run {unit} failed: {done.stderr.strip().splitlines()[-1:]}")
+    error = ""
+    for name in [unit, *(f"{unit}-{n}" for n in range(1, 6))]:
+        done = subprocess.run(
+            ["systemd-run", "--unit", name, "--collect", "--property=Type=exec",
+             "--description=ollama-airgap bundle swarm peer", sys.executable, program, job],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if done.returncode == 0:
+            return name
+        error = (done.stderr.strip().splitlines() or ["?"])[-1]
+    module.fail_json(msg=f"swarm: systemd-run {unit} failed: {error}")
+    raise AssertionError("unreachable")
+
+
+def peer_units(unit: str) -> list[str]:
+    """``unit`` and any ``<unit>-<n>`` that start_unit fell back to."""
+    listed = systemctl("list-units", "--all", "--plain", "--no-legend", f"{unit}-*.service").stdout
+    return [unit, *(line.split()[0].removesuffix(".service") for line in listed.splitlines() if line.strip())]
 
 
 def journal_tail(unit: str) -> str:
@@ -294,14 +308,14 @@ def fetched(module: AnsibleModule) -> None:
     if os.path.exists(status_path):
         os.unlink(status_path)
     started = time.monotonic()
-    start_unit(module, p["unit"], install_engine(state_dir), job_path)
+    unit = start_unit(module, p["unit"], install_engine(state_dir), job_path)
     last_done, last_change, status = -1, time.monotonic(), None
     while True:
         time.sleep(POLL_S)
         now = time.monotonic()
         status = _read(status_path) or status
-        if not unit_active(p["unit"]):
-            module.fail_json(msg=f"swarm: {host}: the peer {p['unit']} ended: {journal_tail(p['unit'])}")
+        if not unit_active(unit):
+            module.fail_json(msg=f"swarm: {host}: the peer {unit} ended: {journal_tail(unit)}")
         if status is None:
             if now - started > p["stall_timeout"]:
                 module.fail_json(msg=f"swarm: {host}: the peer did not start in {p['stall_timeout']} s")
@@ -330,10 +344,10 @@ def fetched(module: AnsibleModule) -> None:
 
 
 def stopped(module: AnsibleModule) -> None:
-    unit = module.params["unit"]
-    active = unit_active(unit)
+    units = peer_units(module.params["unit"])
+    active = any(unit_active(unit) for unit in units)
     if active and not module.check_mode:
-        systemctl("stop", unit)
+        systemctl("stop", *units)
     module.exit_json(changed=active)
 
 
