@@ -99,14 +99,17 @@ class NginxServer(LocalServer):
         return self.state_dir / "access.log"
 
 
+def worker_user_line() -> str:
+    """Workers run as the invoking user, so they can read a state dir that only root may enter."""
+    if os.geteuid() != 0:
+        return ""
+    return f"user {pwd.getpwuid(os.getuid()).pw_name} {grp.getgrgid(os.getgid()).gr_name};"
+
+
 def nginx_config(state_dir: Path, web_root: Path, host: str, port: int, latest_version: str) -> str:
-    user_line = ""
-    if os.geteuid() == 0:
-        # Workers run as the invoking user, so they can read a state dir that only root may enter.
-        user_line = f"user {pwd.getpwuid(os.getuid()).pw_name} {grp.getgrgid(os.getgid()).gr_name};"
     return _CONFIG_TEMPLATE.format(
         state=state_dir,
-        user_line=user_line,
+        user_line=worker_user_line(),
         host=host,
         port=port,
         root=web_root,
@@ -126,11 +129,20 @@ def start_release_server(
 ) -> NginxServer:
     """Run nginx in the foreground serving ``web_root`` (own config, pid file and logs in ``state_dir``)."""
     state_dir = state_dir.resolve()
+    chosen_port = port or free_port(host)
+    config = nginx_config(state_dir, web_root.resolve(), host, chosen_port, latest_version)
+    return launch_nginx(state_dir, config, host, chosen_port, probe_path="/", timeout=timeout)
+
+
+def launch_nginx(
+    state_dir: Path, config: str, host: str, port: int, *, probe_path: str, timeout: float = 15.0
+) -> NginxServer:
+    """Check ``config`` with ``nginx -t``, run it in the foreground from ``state_dir`` and wait until GET
+    ``probe_path`` answers (any status for "/", 200 otherwise)."""
     for temp in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (state_dir / "tmp" / temp).mkdir(parents=True, exist_ok=True)
-    chosen_port = port or free_port(host)
     config_path = state_dir / "nginx.conf"
-    config_path.write_text(nginx_config(state_dir, web_root.resolve(), host, chosen_port, latest_version))
+    config_path.write_text(config)
     command = [NGINX_BINARY, "-p", str(state_dir), "-c", str(config_path), "-e", str(state_dir / "error.log")]
     checked = subprocess.run([*command, "-t"], capture_output=True, text=True, check=False)
     if checked.returncode != 0:
@@ -139,14 +151,14 @@ def start_release_server(
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
         )
-    server = NginxServer(process, host, chosen_port, state_dir, config_path)
+    server = NginxServer(process, host, port, state_dir, config_path)
 
     def answers() -> bool:
         try:
-            requests.get(f"{server.url}/", timeout=1)
-            return True
+            status = requests.get(f"{server.url}{probe_path}", timeout=1).status_code
         except requests.ConnectionError:
             return False
+        return probe_path == "/" or status == 200
 
-    server.wait_until_answering(answers, f"nginx on {host}:{chosen_port}", timeout)
+    server.wait_until_answering(answers, f"nginx on {host}:{port}", timeout)
     return server

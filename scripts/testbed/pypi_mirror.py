@@ -14,24 +14,18 @@ list, so a new requirement fills a new cache.
 from __future__ import annotations
 
 import fcntl
-import grp
 import hashlib
 import html
 import json
-import os
-import pwd
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-
-import requests
 
 from ollama_airgap.deploy_kit import kit_requirements
 from ollama_airgap.wheelhouse import download_wheels, machine_platform, machine_python
 from testbed import config
-from testbed.nginx import NGINX_BINARY, NginxServer
+from testbed.nginx import NginxServer, launch_nginx, worker_user_line
 from testbed.registry import free_port
 
 WHEELS_CACHE = config.CACHE_DIR / "wheels"
@@ -146,29 +140,7 @@ def start_pypi_mirror(state_dir: Path, wheels: list[Path] | None = None, *, host
     root = state_dir / "www"
     write_simple_index(wheels if wheels is not None else cached_wheels(), root)
     nginx_state = state_dir / "nginx"
-    for temp in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (nginx_state / "tmp" / temp).mkdir(parents=True, exist_ok=True)
     port = free_port(host)
-    user_line = ""
-    if os.geteuid() == 0:  # workers as the invoking user, as testbed.nginx does
-        user_line = f"user {pwd.getpwuid(os.getuid()).pw_name} {grp.getgrgid(os.getgid()).gr_name};"
-    config_path = nginx_state / "nginx.conf"
-    config_path.write_text(_CONFIG.format(state=nginx_state, user_line=user_line, host=host, port=port, root=root))
-    command = [NGINX_BINARY, "-p", str(nginx_state), "-c", str(config_path), "-e", str(nginx_state / "error.log")]
-    checked = subprocess.run([*command, "-t"], capture_output=True, text=True, check=False)
-    if checked.returncode != 0:
-        raise RuntimeError(f"nginx rejected {config_path}:\n{checked.stderr}")
-    with (nginx_state / "nginx.out").open("ab") as output:
-        process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    server = NginxServer(process, host, port, nginx_state, config_path)
-
-    def answers() -> bool:
-        try:
-            return requests.get(f"{server.url}/simple/", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    server.wait_until_answering(answers, f"pypi mirror nginx on {host}:{port}", 15.0)
+    config = _CONFIG.format(state=nginx_state, user_line=worker_user_line(), host=host, port=port, root=root)
+    server = launch_nginx(nginx_state, config, host, port, probe_path="/simple/")
     return PypiMirror(server, root)
