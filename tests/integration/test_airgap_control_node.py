@@ -255,7 +255,7 @@ def test_nothing_reached_beyond_the_fleet(deployment: Deployment) -> None:
 
 def test_second_run_changes_nothing(deployment: Deployment) -> None:
     gap = deployment.gap
-    # The testinfra suite already passed after the first run (and test_deploy_kit runs it twice): skip it here.
+    # The testinfra suite already passed after the first run (and test_deploy_kit_hosts runs it): skip it here.
     again = run_on_control(gap, f"{BUNDLE_NAME}/deploy -i hosts.yml --skip-tests")
     assert again.returncode == 0, again.explain()
     summary = recap(again.stdout)

@@ -1,7 +1,7 @@
 """The deploy kit (src/ollama_airgap/deploy_kit.py) and its entry script (deploy_entry.py, `<bundle>/deploy`):
 layout, spec keys, and the entry script's refusals, on a bundle tree assembled from a real kit (wheels from the
 test bed's local PyPI, the collection from `ansible-galaxy collection build`). Deploying is in
-tests/integration/test_deploy_kit.py."""
+tests/integration/test_deploy_kit_hosts.py."""
 
 from __future__ import annotations
 
