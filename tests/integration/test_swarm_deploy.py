@@ -174,4 +174,7 @@ def test_depot_gone_fails_one_line_then_rerun_converges(swarm: Swarm) -> None:
     )
     status = peer_status(victim, swarm.digest)
     assert 0 < status["downloaded"] < status["wanted"], status  # only the bad piece came over the wire
-    assert all(again.recap[h.name]["changed"] == 0 for h in swarm.hosts[1:]), again.explain()
+    # The depot's seeding runs once, delegated to the depot, and Ansible counts its change on whichever play host
+    # comes first in the inventory; on the other hosts themselves nothing changes.
+    others = tuple(f"changed: [{h.name}]" for h in swarm.hosts[1:])
+    assert not [line for line in again.output.splitlines() if line.strip().startswith(others)], again.explain()
