@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,28 +118,45 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="benchmarks.fleet", description=__doc__.split("\n")[0])
+Prepare = Callable[[Path, Path, list[Host], list[str]], None]
+
+
+def run(
+    prog: str,
+    doc: str,
+    argv: list[str] | None,
+    *,
+    default_modes: str,
+    build_bundle: Callable[[Bed, int, Path], Path],
+    render: Callable[[dict[str, Any]], str],
+    extra_vars: dict[str, Any] | None = None,
+    prepare: Prepare | None = None,
+) -> int:
+    """The fleet benchmarks' one driver: build a bundle, boot the tc-limited bed, load the depot, (``prepare``),
+    measure every mode for every fleet size, write benchmarks/results/<prog>-<stamp>.{json,md}."""
+    parser = argparse.ArgumentParser(prog=f"benchmarks.{prog}", description=doc.split("\n")[0])
     parser.add_argument("--hosts", default="1,4,8,16", help="fleet sizes, comma-separated")
     parser.add_argument("--size", default="128M", help="size of the bundle's big model")
     parser.add_argument("--mbit", type=float, default=200.0, help="every link's limit, Mbit/s each way")
-    parser.add_argument("--modes", default="push,depot")
-    parser.add_argument("--work", type=Path, default=Path("/var/tmp/ollama-airgap-fleet-bench"))
+    parser.add_argument("--modes", default=default_modes)
+    parser.add_argument("--work", type=Path, default=Path(f"/var/tmp/ollama-airgap-{prog}-bench"))
     args = parser.parse_args(argv)
     counts = [int(n) for n in args.hosts.split(",")]
     modes = args.modes.split(",")
-    command = "PYTHONPATH=.:scripts:src .venv/bin/python -m benchmarks.fleet " + " ".join(argv or sys.argv[1:])
+    command = f"PYTHONPATH=.:scripts:src .venv/bin/python -m benchmarks.{prog} " + " ".join(argv or sys.argv[1:])
     args.work.mkdir(parents=True, exist_ok=True)
     bed = Bed(args.work / "bed")
     try:
-        archive = build(bed, parse_size(args.size), args.work)
+        archive = build_bundle(bed, parse_size(args.size), args.work)
         size = bundle_bytes(archive)
         with fleet_bed(max(counts) + 1) as fleet:
             depot, members = fleet.hosts[0], fleet.hosts[1:]
-            inventory = fleet.inventory({"ollama_airgap_depot": [depot], "ollama_hosts": members}, "fleet-bench.yml")
+            inventory = fleet.inventory({"ollama_airgap_depot": [depot], "ollama_hosts": members}, f"{prog}-bench.yml")
             vars_file = args.work / "vars.yml"
-            vars_file.write_text(yaml.safe_dump({"bundle_src": str(archive)}))
+            vars_file.write_text(yaml.safe_dump({"bundle_src": str(archive), **(extra_vars or {})}))
             playbook(inventory, vars_file, "playbooks/depot.yml", [depot])
+            if prepare:
+                prepare(inventory, vars_file, members, modes)
             fleet.shape_all(args.mbit)
             fleet.shape_control(args.mbit)
             result = report(measure(fleet, inventory, vars_file, counts, modes), size, args.mbit, command)
@@ -146,10 +164,14 @@ def main(argv: list[str] | None = None) -> int:
         bed.close()
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    (RESULTS / f"fleet-{stamp}.json").write_text(json.dumps(result, indent=1))
-    (RESULTS / f"fleet-{stamp}.md").write_text(markdown(result))
-    print(markdown(result))
+    (RESULTS / f"{prog}-{stamp}.json").write_text(json.dumps(result, indent=1))
+    (RESULTS / f"{prog}-{stamp}.md").write_text(render(result))
+    print(render(result))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run("fleet", __doc__ or "", argv, default_modes="push,depot", build_bundle=build, render=markdown)
 
 
 if __name__ == "__main__":

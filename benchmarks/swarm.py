@@ -13,20 +13,17 @@ re-run that changes nothing gives the play's fixed cost. Results: benchmarks/res
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from benchmarks.bed import Bed, parse_size
-from benchmarks.fleet import RESULTS, VENV_BIN, bundle_bytes, markdown, playbook, report, wipe
-from benchmarks.fleet_bed import FleetBed, fleet_bed
+from benchmarks.bed import Bed
+from benchmarks.fleet import VENV_BIN, markdown, playbook, run, wipe
+from benchmarks.fleet_bed import FleetBed
 from testbed.hosts import Host
 
 SWARM_STATUS = "/var/lib/ollama-airgap/swarm/ollama-airgap-swarm-*.status.json"
@@ -100,42 +97,24 @@ def swarm_markdown(result: dict[str, Any]) -> str:
     return table + "\n".join(lines) + "\n"
 
 
+def warm_torrent(inventory: Path, vars_file: Path, members: list[Host], modes: list[str]) -> None:
+    """The depot makes and caches its torrent once per bundle, outside the measured runs."""
+    if "p2p" in modes:
+        playbook(inventory, vars_file, "playbooks/bundle.yml", members[:1], bundle_transport="p2p")
+        wipe(members[:1])
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="benchmarks.swarm", description=__doc__.split("\n")[0])
-    parser.add_argument("--hosts", default="1,4,8,16", help="fleet sizes, comma-separated")
-    parser.add_argument("--size", default="128M", help="size of the bundle's big model")
-    parser.add_argument("--mbit", type=float, default=200.0, help="every link's limit, Mbit/s each way")
-    parser.add_argument("--modes", default="push,depot,p2p")
-    parser.add_argument("--work", type=Path, default=Path("/var/tmp/ollama-airgap-swarm-bench"))
-    args = parser.parse_args(argv)
-    counts = [int(n) for n in args.hosts.split(",")]
-    modes = args.modes.split(",")
-    command = "PYTHONPATH=.:scripts:src .venv/bin/python -m benchmarks.swarm " + " ".join(argv or sys.argv[1:])
-    args.work.mkdir(parents=True, exist_ok=True)
-    bed = Bed(args.work / "bed")
-    try:
-        archive = build(bed, parse_size(args.size), args.work)
-        size = bundle_bytes(archive)
-        with fleet_bed(max(counts) + 1) as fleet:
-            depot, members = fleet.hosts[0], fleet.hosts[1:]
-            inventory = fleet.inventory({"ollama_airgap_depot": [depot], "ollama_hosts": members}, "swarm-bench.yml")
-            vars_file = args.work / "vars.yml"
-            vars_file.write_text(yaml.safe_dump({"bundle_src": str(archive), "bundle_p2p_stall_timeout": 120}))
-            playbook(inventory, vars_file, "playbooks/depot.yml", [depot])
-            if "p2p" in modes:  # the depot makes and caches its torrent once per bundle
-                playbook(inventory, vars_file, "playbooks/bundle.yml", members[:1], bundle_transport="p2p")
-                wipe(members[:1])
-            fleet.shape_all(args.mbit)
-            fleet.shape_control(args.mbit)
-            result = report(measure(fleet, inventory, vars_file, counts, modes), size, args.mbit, command)
-    finally:
-        bed.close()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    (RESULTS / f"swarm-{stamp}.json").write_text(json.dumps(result, indent=1))
-    (RESULTS / f"swarm-{stamp}.md").write_text(swarm_markdown(result))
-    print(swarm_markdown(result))
-    return 0
+    return run(
+        "swarm",
+        __doc__ or "",
+        argv,
+        default_modes="push,depot,p2p",
+        build_bundle=build,
+        render=swarm_markdown,
+        extra_vars={"bundle_p2p_stall_timeout": 120},
+        prepare=warm_torrent,
+    )
 
 
 if __name__ == "__main__":
