@@ -52,6 +52,22 @@ def read_manifest(src: str) -> tuple[bytes, str]:
         raise BundleError(f"not a readable tar archive ({exc})") from None
 
 
+def inspect_bundle(src: str, expected: str | None) -> dict:
+    """state=inspected: bundle.yaml's text and digest (checked against ``expected`` when given), the kind of src and
+    its size (0 for a directory)."""
+    try:
+        data, kind = read_manifest(src)
+        size = os.path.getsize(src) if kind == "archive" else 0
+    except OSError as exc:
+        raise BundleError(f"cannot read it ({exc.strerror})") from None
+    digest = check_manifest_digest(data, expected)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BundleError(f"{MANIFEST_NAME} is not UTF-8 text") from None
+    return {"changed": False, "digest": digest, "manifest_text": text, "kind": kind, "size": size}
+
+
 def carried_set(files: list[dict]) -> set[str] | None:
     """The paths a differential bundle's archive carries; None when no entry says (a full bundle)."""
     if not any("carried" in item for item in files):

@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/python
 """Ansible module: verify an ollama-airgap bundle on a host and unpack it atomically, remembering what it verified."""
 # ruff: noqa: E402  (Ansible modules document themselves before their imports)
 
@@ -15,7 +15,8 @@ description:
     C(bundle.yaml) it finds hashes to that identity, which binds the file list to the bytes on the host.
   - C(state=inspected) reads C(bundle.yaml) of O(src) (an archive whose first member it must be, or an unpacked
     directory) and returns its text and sha256. Run it on the control node (delegated) or on the host, then
-    parse RV(manifest_text) with C(from_yaml).
+    parse RV(manifest_text) with C(from_yaml). On a C(local) connection (delegated to the control node) the action
+    plugin reads it in the controller's own process, without starting a module.
   - C(state=query) tells whether O(dest) holds the bundle O(manifest_sha256) as last verified, by the record
     C(<state_dir>/verified/<manifest_sha256>.json) (size, mtime_ns and inode of every file), and how much space
     is free for it. It never hashes and never changes anything.
@@ -120,6 +121,10 @@ kind:
   description: C(archive) or C(directory) (state=inspected).
   returned: state=inspected
   type: str
+size:
+  description: Size of O(src) in bytes, 0 for a directory (state=inspected).
+  returned: state=inspected
+  type: int
 current:
   description: Whether O(dest) holds this bundle as recorded (state=query and present).
   returned: state=query or state=present
@@ -160,7 +165,6 @@ from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle
     SIGNATURE_NAME,
     SUMS_NAME,
     BundleError,
-    check_manifest_digest,
     exchange,
     expected_files,
     is_hex64,
@@ -180,8 +184,8 @@ from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle
     carried_set,
     copy_directory,
     extract_archive,
+    inspect_bundle,
     link_from_base,
-    read_manifest,
     read_signed_pair,
     verify_in_place,
 )
@@ -291,16 +295,7 @@ def main() -> None:
     state_dir = params["state_dir"]
     try:
         if state == "inspected":
-            try:
-                data, kind = read_manifest(src)
-            except OSError as exc:
-                raise BundleError(f"cannot read it ({exc.strerror})") from None
-            digest = check_manifest_digest(data, expected)
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError:
-                raise BundleError(f"{MANIFEST_NAME} is not UTF-8 text") from None
-            module.exit_json(changed=False, digest=digest, manifest_text=text, kind=kind)
+            module.exit_json(**inspect_bundle(src, expected))
         assert dest is not None
         if state == "query":
             current = record_is_current(state_dir, dest, expected)

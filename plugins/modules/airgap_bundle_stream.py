@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/python
 """Documentation of the action plugins/action/airgap_bundle_stream.py (the code runs on the control node there)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/python
 """Ansible module: fetch a bundle's files from the depot (a CNCF Distribution registry in the gap) by digest."""
 # ruff: noqa: E402  (Ansible modules document themselves before their imports)
 

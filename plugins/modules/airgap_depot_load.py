@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/python
 """Ansible module: load a verified bundle into the depot (a CNCF Distribution registry) as blobs + one manifest."""
 # ruff: noqa: E402  (Ansible modules document themselves before their imports)
 

@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/python
 """Ansible module: GPU pre-flight for ollama (driver version, device nodes, groups); reads, never installs."""
 
 # Ansible modules keep DOCUMENTATION/EXAMPLES/RETURN ahead of the imports.

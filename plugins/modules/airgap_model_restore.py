@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/python
 """Ansible module: place a bundled ollama model straight into OLLAMA_MODELS (no copy through the API)."""
 
 # Ansible modules keep DOCUMENTATION/EXAMPLES/RETURN ahead of the imports.

@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/python
 """Ansible module: keep ollama releases side by side and switch between them atomically (upgrade and rollback)."""
 
 # Ansible modules keep DOCUMENTATION/EXAMPLES/RETURN ahead of the imports.

@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/python
 """Ansible module: seed or fetch a verified ollama-airgap bundle over BitTorrent (libtorrent from the bundle)."""
 # ruff: noqa: E402  (Ansible modules document themselves before their imports)
 
