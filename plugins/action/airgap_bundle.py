@@ -11,10 +11,9 @@ import tarfile
 from typing import Any
 
 from ansible.plugins.action import ActionBase
+from ansible.utils.vars import merge_hash
 from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle_checks import BundleError, is_hex64
 from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle_unpack import inspect_bundle
-
-MODULE = "ollama_airgap.deploy.airgap_bundle"
 
 
 class ActionModule(ActionBase):
@@ -24,8 +23,11 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         args = self._task.args
         local = self._connection.transport.rsplit(".", 1)[-1] == "local"
-        if args.get("state") != "inspected" or not local:
-            result.update(self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars))
+        if args.get("state") != "inspected" or not local:  # as ansible's own action "normal" runs a module
+            wrap_async = self._task.async_val and not self._connection.has_native_async
+            result = merge_hash(result, self._execute_module(task_vars=task_vars, wrap_async=wrap_async))
+            if not wrap_async:
+                self._remove_tmp_path(self._connection._shell.tmpdir)
             return result
         src, expected = args.get("src"), args.get("manifest_sha256")
         if not src:

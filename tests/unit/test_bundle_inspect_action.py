@@ -21,7 +21,9 @@ from stream_bundle import write_bundle  # noqa: E402
 MODULE = REPO / "plugins" / "modules" / "airgap_bundle.py"
 
 
-def play(tmp_path: Path, tasks_args: list[dict[str, Any]], python: str) -> list[dict[str, Any]]:
+def play(
+    tmp_path: Path, tasks_args: list[dict[str, Any]], python: str, env: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     """Each args dict as one airgap_bundle task on localhost (connection local, modules run by ``python``); their
     registered results, written out by a second play with a working Python."""
     tasks = [{"name": f"t{i}", "ollama_airgap.deploy.airgap_bundle": args, "register": f"r{i}", "ignore_errors": True}
@@ -33,7 +35,7 @@ def play(tmp_path: Path, tasks_args: list[dict[str, Any]], python: str) -> list[
     document = [{**base, "vars": {"ansible_python_interpreter": python}, "tasks": tasks},
                 {**base, "vars": {"ansible_python_interpreter": sys.executable}, "tasks": [keep]}]  # fmt: skip
     (tmp_path / "play.yml").write_text(yaml.safe_dump(document))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", **(env or {})}
     argv = [str(Path(sys.executable).with_name("ansible-playbook")), "-i", "localhost,", str(tmp_path / "play.yml")]
     proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
@@ -74,5 +76,9 @@ def test_inspected_in_process_answers_as_the_module(tmp_path: Path) -> None:
     assert absent["msg"] == module_answer(tmp_path, wanted[2])["msg"]
     assert bad["failed"] and "\n" not in bad["msg"] and bad["msg"] == module_answer(tmp_path, wanted[3])["msg"]
     assert query["failed"] and "current" not in query, "state=query must run the module on its host"
-    (after,) = play(tmp_path, wanted[-1:], sys.executable)
+    # Without pipelining the module is copied into a remote tmp directory: nothing of it may stay behind.
+    remote_tmp = tmp_path / "remote-tmp"
+    (after,) = play(tmp_path, wanted[-1:], sys.executable, {"ANSIBLE_PIPELINING": "False",
+                                                            "ANSIBLE_REMOTE_TMP": str(remote_tmp)})  # fmt: skip
     assert after["current"] is False and not after.get("failed")
+    assert remote_tmp.is_dir() and not any(remote_tmp.iterdir()), "the module's tmp directory was left behind"
