@@ -137,6 +137,6 @@ def test_roles_and_playbooks_name_modules_and_roles_by_fqcn() -> None:
 
 def test_modules_have_the_shebang_ansible_rewrites() -> None:
     """Only `#!/usr/bin/python` is replaced by ansible_python_interpreter (or the discovered interpreter); a module
-    starting `#!/usr/bin/python3` would run /usr/bin/python3 whatever the inventory says (ansible-test's shebang rule)."""
+    starting `#!/usr/bin/python3` would run /usr/bin/python3 whatever the inventory says (ansible-test's rule)."""
     for module in sorted((REPO / "plugins" / "modules").glob("*.py")):
         assert module.read_text().splitlines()[0] == "#!/usr/bin/python", module.name
