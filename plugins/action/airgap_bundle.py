@@ -12,7 +12,10 @@ from typing import Any
 
 from ansible.plugins.action import ActionBase
 from ansible.utils.vars import merge_hash
-from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle_checks import BundleError, is_hex64
+from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle_checks import (
+    BundleError,
+    hex64_problem,
+)
 from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle_unpack import inspect_bundle
 
 
@@ -32,8 +35,8 @@ class ActionModule(ActionBase):
         src, expected = args.get("src"), args.get("manifest_sha256")
         if not src:
             result.update(failed=True, msg="state is inspected but all of the following are missing: src")
-        elif expected is not None and not is_hex64(expected):
-            result.update(failed=True, msg=f"manifest_sha256 must be 64 lowercase hex digits, got {expected!r}")
+        elif expected is not None and (problem := hex64_problem("manifest_sha256", expected)):
+            result.update(failed=True, msg=problem)
         if result.get("failed"):
             return result
         try:

@@ -26,7 +26,7 @@ from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle
     META_NAMES,
     BundleError,
     expected_files,
-    is_hex64,
+    hex64_problem,
 )
 from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle_select import select
 from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle_send import (
@@ -112,8 +112,8 @@ class ActionModule(ActionBase):
 
     def _deliver(self, args: dict[str, Any], task_vars: dict[str, Any]) -> dict[str, Any]:
         digest, manifest = args["manifest_sha256"], args["manifest"]
-        if not is_hex64(digest):
-            raise BundleError(f"manifest_sha256 must be 64 lowercase hex digits, got {digest!r}")
+        if problem := hex64_problem("manifest_sha256", digest):
+            raise BundleError(problem)
         files = manifest.get("files") or []
         listed = expected_files(files)
         base = {"dest": args["dest"], "state_dir": args["state_dir"], "digest": digest, "files": files}

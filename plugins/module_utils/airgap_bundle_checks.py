@@ -5,8 +5,10 @@ Standard library only: this file runs on the hosts (no PyYAML there) and is ship
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import fcntl
 import hashlib
 import os
 import posixpath
@@ -24,6 +26,8 @@ CHUNK = 1 << 20
 BLOCK = tarfile.BLOCKSIZE
 HEX = frozenset("0123456789abcdef")
 RENAME_EXCHANGE = 2
+F_SETPIPE_SZ = 1031
+PIPE_SIZE = 1 << 20
 
 Listed = dict[str, tuple[int, str]]
 
@@ -34,6 +38,17 @@ class BundleError(Exception):
 
 def is_hex64(value: object) -> bool:
     return isinstance(value, str) and len(value) == 64 and set(value) <= HEX
+
+
+def hex64_problem(name: str, value: object) -> str | None:
+    """The one-line refusal of a value that must be a sha256 in lowercase hex, or None when it is one."""
+    return None if is_hex64(value) else f"{name} must be 64 lowercase hex digits, got {value!r}"
+
+
+def widen_pipe(fd: int) -> None:
+    """Ask for a 1 MiB pipe (default 64 KiB): fewer wake-ups of the two sides per byte. Not a pipe: nothing."""
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
 
 
 def check_path(name: str) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import fcntl
 import hashlib
 import io
 import json
@@ -42,6 +41,7 @@ try:
         expected_files,
         hash_file,
         walk_tree,
+        widen_pipe,
     )
     from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle_records import (
         free_bytes,
@@ -63,8 +63,6 @@ except ImportError:  # shipped: the modules above are already defined in this na
     pass
 
 OFFSET_KEY = "AIRGAP.offset"
-F_SETPIPE_SZ = 1031
-PIPE_SIZE = 1 << 20
 WRITEBACK_WINDOW = 16 << 20
 SYNC_FILE_RANGE_WRITE = 2
 
@@ -271,9 +269,8 @@ def receive(reader: IO[bytes], params: dict[str, Any]) -> dict[str, Any]:
     listed = expected_files(params["files"])
     needed = {path: listed[path] for path in params["needed"]}
     resume = {str(path): int(offset) for path, offset in (params.get("resume") or {}).items()}
-    with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
-        # A 1 MiB pipe from sshd: fewer wake-ups of both sides per byte than the default 64 KiB.
-        fcntl.fcntl(reader.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
+    with contextlib.suppress(ValueError, io.UnsupportedOperation):  # a reader without a descriptor (tests)
+        widen_pipe(reader.fileno())  # the pipe from sshd
     stream = Stream(reader)
     seen: set[str] = set()
     meta, entry = read_meta(stream, listed, params, seen)

@@ -7,8 +7,6 @@ parameters), executes the sources in one namespace and hands it the rest of the 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import stat
@@ -30,6 +28,7 @@ from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle
     BundleError,
     Listed,
     scan_archive,
+    widen_pipe,
 )
 from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle_receive import OFFSET_KEY
 
@@ -51,8 +50,6 @@ BOOT = (
     "for s in h['sources']:exec(compile(s,'airgap_bundle_stream','exec'),g)\n"
     "sys.exit(g['main'](r,h))\n"
 )
-PIPE_SIZE = 1 << 20
-F_SETPIPE_SZ = 1031
 
 
 def header_line(params: dict[str, Any]) -> bytes:
@@ -161,8 +158,7 @@ def run_receiver(
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=err, pass_fds=pass_fds)
         assert proc.stdin is not None
         fd = proc.stdin.fileno()
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
+        widen_pipe(fd)
         sent = 0
         try:
             write_all(fd, header)

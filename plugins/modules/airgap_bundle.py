@@ -167,6 +167,7 @@ from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle
     BundleError,
     exchange,
     expected_files,
+    hex64_problem,
     is_hex64,
     walk_tree,
 )
@@ -287,10 +288,9 @@ def main() -> None:
     params = module.params
     state, src = params["state"], params["src"]
     expected = params["manifest_sha256"]
-    if expected is not None and not is_hex64(expected):
-        module.fail_json(msg=f"manifest_sha256 must be 64 lowercase hex digits, got {expected!r}")
-    if params["base_digest"] is not None and not is_hex64(params["base_digest"]):
-        module.fail_json(msg=f"base_digest must be 64 lowercase hex digits, got {params['base_digest']!r}")
+    for name in ("manifest_sha256", "base_digest"):
+        if params[name] is not None and (problem := hex64_problem(name, params[name])):
+            module.fail_json(msg=problem)
     dest = os.path.realpath(params["dest"]) if params["dest"] else None
     state_dir = params["state_dir"]
     try:
