@@ -37,27 +37,25 @@ try:
         check_manifest_digest,
         check_member,
         check_sums,
-        exchange,
         expected_files,
         hash_file,
-        walk_tree,
         widen_pipe,
     )
     from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle_records import (
         free_bytes,
         read_record,
         recorded_digest,
-        write_record,
     )
     from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle_staging import (
         forget_empty,
+        host_traits,
         link_from_dest,
         linkable,
         load_journal,
         note_done,
         prepare_staging,
-        remove_stale_staging,
         staging_path,
+        swap_in,
     )
 except ImportError:  # shipped: the modules above are already defined in this namespace
     pass
@@ -102,13 +100,8 @@ def probe(params: dict[str, Any]) -> dict[str, Any]:
                 rel = os.path.relpath(os.path.join(dirpath, name), staging)
                 if rel in listed and rel not in done:
                     partial[rel] = os.lstat(os.path.join(dirpath, name)).st_size
-    tegra = ""
-    with contextlib.suppress(OSError), open("/etc/nv_tegra_release", encoding="utf-8", errors="replace") as handle:
-        tegra = handle.read(4096)
     return {
-        "machine": os.uname().machine,
-        "kfd": os.path.exists("/dev/kfd"),
-        "tegra": tegra,
+        **host_traits(),
         "current": record is not None,
         "recorded_paths": sorted(entry[0] for entry in record["files"]) if record else [],
         "holds": recorded_digest(state_dir, dest),
@@ -314,12 +307,7 @@ def receive(reader: IO[bytes], params: dict[str, Any]) -> dict[str, Any]:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-    walk_tree(staging, needed)
-    os.makedirs(os.path.dirname(dest), mode=0o755, exist_ok=True)
-    exchange(staging, dest)
-    shutil.rmtree(staging, ignore_errors=True)  # the old tree after the exchange
-    remove_stale_staging(dest)
-    record = write_record(state_dir, dest, digest, [*sorted(meta), *needed], params.get("subset"))
+    record = swap_in(staging, dest, state_dir, digest, needed, params.get("subset"))
     return {"changed": True, "record": record, "received_bytes": received, "hashed_bytes": hashed,
             "linked_files": linked, "files": len(needed)}  # fmt: skip
 

@@ -1,5 +1,6 @@
-"""The staging tree of a streamed bundle push on the host (plugins/module_utils/airgap_bundle_receive.py): beside the
-bundle root, one per bundle digest, with a journal of the members verified into it so a broken transfer resumes.
+"""The staging tree of a bundle delivered file by file (a streamed push, plugins/module_utils/airgap_bundle_receive.py;
+a depot fetch, plugins/module_utils/depot_install.py): beside the bundle root, one per bundle digest, resumable, and
+swapped in whole once every file in it is verified.
 
 Standard library only: runs on the hosts, shipped over the SSH connection with the receiver."""
 
@@ -10,18 +11,23 @@ import json
 import os
 import shutil
 import stat
+from typing import Any
 
 try:
     from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle_checks import (
         CHUNK,
+        META_NAMES,
         BundleError,
         Listed,
+        exchange,
         hash_file,
         read_sums,
+        walk_tree,
     )
     from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle_records import (
         read_record,
         recorded_digest,
+        write_record,
     )
 except ImportError:  # shipped: the modules above are already defined in this namespace
     pass
@@ -126,3 +132,23 @@ def forget_empty(staging: str) -> None:
         shutil.rmtree(staging, ignore_errors=True)
         with contextlib.suppress(OSError):
             os.unlink(journal_path(staging))
+
+
+def host_traits() -> dict[str, Any]:
+    """What module_utils/airgap_bundle_select.py decides a host's files by: architecture and GPU overlays."""
+    tegra = ""
+    with contextlib.suppress(OSError), open("/etc/nv_tegra_release", encoding="utf-8", errors="replace") as handle:
+        tegra = handle.read(4096)
+    return {"machine": os.uname().machine, "kfd": os.path.exists("/dev/kfd"), "tegra": tegra}
+
+
+def swap_in(staging: str, dest: str, state_dir: str, digest: str, needed: Listed, subset: Any) -> str:
+    """Staging holds bundle.yaml, SHA256SUMS (its signature) and exactly the ``needed`` files, each verified: swap it
+    into dest atomically, drop the old tree and what broken transfers left, write the record; returns its path."""
+    walk_tree(staging, needed)
+    meta = [name for name in META_NAMES if os.path.isfile(os.path.join(staging, name))]
+    os.makedirs(os.path.dirname(dest), mode=0o755, exist_ok=True)
+    exchange(staging, dest)
+    shutil.rmtree(staging, ignore_errors=True)  # the old tree after the exchange
+    remove_stale_staging(dest)
+    return write_record(state_dir, dest, digest, [*meta, *needed], subset)
