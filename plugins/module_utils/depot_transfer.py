@@ -257,6 +257,7 @@ class Transfer:
                 if failed is not None:
                     raise failed
                 blob.advance(fd)
+                os.fdatasync(fd)  # on disk before it counts as verified (and before a swap makes it the bundle)
             finally:
                 os.close(fd)
             got = blob.hasher.hexdigest()

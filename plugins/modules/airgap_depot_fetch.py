@@ -18,11 +18,19 @@ description:
     the parts arrive (the contiguous prefix is hashed as it grows), not in a second pass at the end. Redirects
     (a registry on object storage answers 307) are followed.
   - A file whose sha256 differs is fetched again from scratch (O(retries) times) and then refused. A depot that
-    stops answering fails the task with one line; what arrived stays in O(dest) for the next run.
-  - The result, O(dest), holds C(bundle.yaml), C(SHA256SUMS) and the listed files, each verified, ready for
-    C(airgap_bundle state=present src=dest) to verify as a tree and swap in atomically. Files verified by an
-    earlier run (same size, mtime and inode, recorded in C(<dest>.fetch.json)) are neither fetched nor hashed
-    again. C(<dest>.lock) keeps two runs from fetching into O(dest) at once.
+    stops answering fails the task with one line; what arrived stays for the next run.
+  - With O(root) (what C(bundle_transport=depot) uses) the module installs the bundle as a streamed push does;
+    it fetches straight into the staging tree beside O(root) only the files this host needs (O(manifest),
+    O(select) decide it by its architecture, models and image), hard-links instead of fetching those O(root)
+    already holds verified, checks C(bundle.yaml) against O(manifest_sha256), C(SHA256SUMS) against O(files) and,
+    with O(public_key), C(bundle.yaml.sig) (listed in the depot's manifest), then swaps the tree into O(root)
+    atomically and writes the verification record C(<state_dir>/verified/<manifest_sha256>.json). Every byte is
+    hashed once, as it arrives; nothing is copied. An intact record of the needed files means nothing is asked
+    of the depot. O(root) stays as it was until the swap.
+  - With O(dest) instead it only fetches; O(dest) then holds C(bundle.yaml), C(SHA256SUMS) and the listed files,
+    each verified.
+  - Files verified by an earlier run (same size, mtime and inode, recorded in C(<dest>.fetch.json), beside the
+    tree) are neither fetched nor hashed again. C(<dest>.lock) keeps two runs from fetching into one tree at once.
 options:
   url:
     description: Base URL of the depot registry, e.g. C(http://depot:5000).
@@ -33,9 +41,42 @@ options:
     type: str
     default: ollama-airgap/bundle
   dest:
-    description: Directory the files are fetched into (created; emptied first when it holds another bundle).
+    description:
+      - Directory the files are fetched into (created; emptied first when it holds another bundle). Only fetches.
+      - Exactly one of O(dest) and O(root).
     type: path
-    required: true
+  root:
+    description: The bundle root to install the bundle into (C(bundle_root)).
+    type: path
+  state_dir:
+    description: Directory holding the C(verified/<digest>.json) records (with O(root)).
+    type: path
+    default: /var/lib/ollama-airgap
+  manifest:
+    description: The parsed C(bundle.yaml), to choose the files this host needs (with O(root) and O(subset)).
+    type: dict
+  select:
+    description:
+      - What the host runs, as for C(airgap_bundle_stream) (C(models_include), C(images), C(rocm), C(mlx),
+        C(jetpack)); the host's architecture and GPU devices are read on the host.
+    type: dict
+    default: {}
+  subset:
+    description: Fetch only the files this host needs (with O(root) and O(manifest)); false fetches all.
+    type: bool
+    default: true
+  public_key:
+    description: PEM Ed25519 public key; C(bundle.yaml.sig) must verify with it (with O(root)).
+    type: str
+    default: ""
+  rehash_base:
+    description: Hash again the files hard-linked from what O(root) holds verified.
+    type: bool
+    default: false
+  free_space_margin:
+    description: Bytes that must stay free beside O(root) after the fetch; less refuses before fetching.
+    type: int
+    default: 0
   manifest_sha256:
     description: sha256 of the bundle's C(bundle.yaml) (the bundle's identity); fetched as that blob.
     type: str
@@ -80,13 +121,16 @@ author: ollama-airgap
 """
 
 EXAMPLES = r"""
-- name: Fetch the bundle from the depot
+- name: Install the bundle from the depot
   ollama_airgap.deploy.airgap_depot_fetch:
     url: http://depot.example:5000
-    dest: /var/lib/ollama-airgap/incoming/depot-{{ bundle_digest }}
+    root: /var/lib/ollama-airgap/bundle
+    manifest: "{{ document }}"
     manifest_sha256: "{{ bundle_digest }}"
     sums_sha256: "{{ document.sha256sums_sha256 }}"
     files: "{{ document.files }}"
+    select:
+      models_include: [llama3.2:3b]
 """
 
 RETURN = r"""
@@ -94,6 +138,22 @@ fetched_bytes:
   description: Bytes received from the depot by this run.
   returned: always
   type: int
+linked_files:
+  description: Files hard-linked from what O(root) held verified instead of fetched.
+  returned: with root
+  type: int
+subset:
+  description: What part of the bundle this host holds and why (null when all of it).
+  returned: with root
+  type: dict
+left_out:
+  description: Files not fetched for this host, with the reason.
+  returned: with root
+  type: dict
+record:
+  description: Path of the verification record.
+  returned: with root
+  type: str
 resumed_bytes:
   description: Bytes of partial files kept from an earlier run and not fetched again.
   returned: always
@@ -113,139 +173,12 @@ seconds:
   type: float
 """
 
-import fcntl
-import json
 import os
-import shutil
-import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.ollama_airgap.deploy.plugins.module_utils.depot_transfer import (
-    FetchError,
-    Transfer,
-    Wanted,
-)
-
-STATE_SUFFIX = ".fetch.json"
-HEX = frozenset("0123456789abcdef")
-RESERVED = ("bundle.yaml", "SHA256SUMS", "bundle.yaml.sig")
-LOCK_WAIT = 120
-
-
-def is_hex64(value: object) -> bool:
-    return isinstance(value, str) and len(value) == 64 and set(value) <= HEX
-
-
-def wanted_files(params: dict) -> list[Wanted]:
-    wanted = [
-        Wanted("bundle.yaml", -1, params["manifest_sha256"]),
-        Wanted("SHA256SUMS", -1, params["sums_sha256"]),
-    ]
-    seen = {"bundle.yaml", "SHA256SUMS"}
-    for item in params["files"]:
-        path, size, digest = item.get("path"), item.get("size"), item.get("sha256")
-        if not isinstance(path, str) or not isinstance(size, int) or size < 0 or not is_hex64(digest):
-            raise FetchError(f"malformed files entry: {str(item)[:120]}")
-        if path.startswith("/") or ".." in path.split("/") or path in RESERVED or path in seen:
-            raise FetchError(f"{path!r}: unsafe, reserved or duplicate path, refused")
-        seen.add(path)
-        wanted.append(Wanted(path, size, digest))
-    return wanted
-
-
-class DoneState:
-    """Which files of ``dest`` are verified: path -> [size, mtime_ns, inode] when verified."""
-
-    def __init__(self, dest: str, digest: str) -> None:
-        self.path = dest.rstrip("/") + STATE_SUFFIX  # beside the tree: airgap_bundle wants the listed files only
-        self.digest = digest
-        self.done: dict[str, list[int]] = {}
-        try:
-            with open(self.path) as handle:
-                document = json.load(handle)
-            if document.get("digest") == digest:
-                self.done = dict(document.get("done") or {})
-        except (OSError, ValueError):
-            pass
-
-    def holds_other_bundle(self) -> bool:
-        try:
-            with open(self.path) as handle:
-                return json.load(handle).get("digest") != self.digest
-        except (OSError, ValueError):
-            return False
-
-    def intact(self, dest: str, path: str) -> bool:
-        try:
-            info = os.lstat(os.path.join(dest, path))
-        except OSError:
-            return False
-        return self.done.get(path) == [info.st_size, info.st_mtime_ns, info.st_ino]
-
-    def mark(self, dest: str, path: str) -> None:
-        info = os.lstat(os.path.join(dest, path))
-        self.done[path] = [info.st_size, info.st_mtime_ns, info.st_ino]
-
-    def save(self) -> None:
-        partial = self.path + ".partial"
-        with open(partial, "w") as handle:
-            json.dump({"digest": self.digest, "done": self.done}, handle)
-        os.replace(partial, self.path)
-
-
-def lock_dest(dest: str) -> int:
-    """One fetch per dest at a time: a run whose connection dropped may still be finishing on the host."""
-    os.makedirs(dest, mode=0o700, exist_ok=True)
-    lock = os.open(dest.rstrip("/") + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-    deadline = time.monotonic() + LOCK_WAIT
-    while True:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return lock  # held until the module exits
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                raise FetchError(f"another fetch into {dest} is still running after {LOCK_WAIT} s") from None
-            time.sleep(1)
-
-
-def run(module: AnsibleModule) -> dict:
-    params = module.params
-    for key in ("manifest_sha256", "sums_sha256"):
-        if not is_hex64(params[key]):
-            raise FetchError(f"{key} must be 64 lowercase hex digits")
-    dest = params["dest"]
-    wanted = wanted_files(params)
-    state = DoneState(dest, params["manifest_sha256"])
-    if state.holds_other_bundle() and not module.check_mode:
-        shutil.rmtree(dest)  # what was fetched for another bundle: its blobs are not ours to resume
-        state = DoneState(dest, params["manifest_sha256"])
-    todo = [item for item in wanted if not state.intact(dest, item.path)]
-    result = {"changed": bool(todo), "fetched_bytes": 0, "resumed_bytes": 0, "fetched_files": 0, "refetched": []}
-    if not todo or module.check_mode:
-        result["would_fetch_bytes"] = sum(max(item.size, 0) for item in todo)
-        return {**result, "seconds": 0.0}
-    lock_dest(dest)
-    state = DoneState(dest, params["manifest_sha256"])  # again: an earlier run may have finished files since
-    todo = [item for item in wanted if not state.intact(dest, item.path)]
-    started = time.monotonic()
-    transfer = Transfer(
-        base_url=params["url"].rstrip("/"),
-        repository=params["repository"],
-        dest=dest,
-        connections=max(1, params["connections"]),
-        max_parts=max(1, params["max_parts"]),
-        part_size=max(1 << 20, params["part_size"]),
-        retries=max(1, params["retries"]),
-        timeout=params["timeout"],
-        on_verified=lambda path: state.mark(dest, path),
-    )
-    try:
-        transfer.run(todo)
-    finally:
-        state.save()
-        result.update(transfer.stats())
-    result["seconds"] = round(time.monotonic() - started, 3)
-    return result
+from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle_checks import BundleError
+from ansible_collections.ollama_airgap.deploy.plugins.module_utils.depot_install import fetch_into, install
+from ansible_collections.ollama_airgap.deploy.plugins.module_utils.depot_transfer import FetchError
 
 
 def main() -> None:
@@ -253,26 +186,41 @@ def main() -> None:
         argument_spec={
             "url": {"type": "str", "required": True},
             "repository": {"type": "str", "default": "ollama-airgap/bundle"},
-            "dest": {"type": "path", "required": True},
+            "dest": {"type": "path"},
+            "root": {"type": "path"},
+            "state_dir": {"type": "path", "default": "/var/lib/ollama-airgap"},
             "manifest_sha256": {"type": "str", "required": True},
             "sums_sha256": {"type": "str", "required": True},
             "files": {"type": "list", "elements": "dict", "required": True},
+            "manifest": {"type": "dict"},
+            "select": {"type": "dict", "default": {}},
+            "subset": {"type": "bool", "default": True},
+            "public_key": {"type": "str", "default": ""},
+            "rehash_base": {"type": "bool", "default": False},
+            "free_space_margin": {"type": "int", "default": 0},
             "connections": {"type": "int", "default": 8},
             "max_parts": {"type": "int", "default": 16},
             "part_size": {"type": "int", "default": 256 << 20},
             "retries": {"type": "int", "default": 3},
             "timeout": {"type": "float", "default": 30.0},
         },
+        required_one_of=[("dest", "root")],
+        mutually_exclusive=[("dest", "root")],
         supports_check_mode=True,
     )
+    params = module.params
     try:
-        module.exit_json(**run(module))
+        if params["root"]:
+            module.exit_json(**install(params, module.check_mode))
+        module.exit_json(**fetch_into(params, module.check_mode))
     except FetchError as exc:
-        dest = module.params["dest"]
-        kept = f"; what arrived is kept in {dest} for the next run to resume" if os.path.isdir(dest) else ""
-        module.fail_json(msg=f"depot {module.params['url']}: {exc}{kept}")
+        where = params["dest"] or f"the staging tree beside {params['root']}"
+        kept = "" if params["dest"] and not os.path.isdir(params["dest"]) else f"; what arrived is kept in {where}"
+        module.fail_json(msg=f"depot {params['url']}: {exc}{kept} for the next run to resume")
+    except BundleError as exc:
+        module.fail_json(msg=f"depot {params['url']}: {exc}")
     except OSError as exc:
-        module.fail_json(msg=f"{exc.filename or module.params['dest']}: {exc.strerror or exc}")
+        module.fail_json(msg=f"{exc.filename or params['dest'] or params['root']}: {exc.strerror or exc}")
 
 
 if __name__ == "__main__":

@@ -160,6 +160,12 @@ def manifest_for(root: str, digest: str, sums_sha256: str, files: list[dict]) ->
     """The manifest bytes and every blob it references as (sha256, path on disk, size)."""
     blobs = [(digest, os.path.join(root, "bundle.yaml")), (sums_sha256, os.path.join(root, "SHA256SUMS"))]
     layers = [{"mediaType": FILE_TYPE, "digest": f"sha256:{sums_sha256}", "annotations": {TITLE: "SHA256SUMS"}}]
+    signature = os.path.join(root, "bundle.yaml.sig")
+    if os.path.isfile(signature):  # hosts that require a signing key fetch it by the digest listed here
+        with open(signature, "rb") as handle:
+            signed = hashlib.sha256(handle.read()).hexdigest()
+        blobs.append((signed, signature))
+        layers.append({"mediaType": FILE_TYPE, "digest": f"sha256:{signed}", "annotations": {TITLE: "bundle.yaml.sig"}})
     for item in files:
         blobs.append((item["sha256"], os.path.join(root, item["path"])))
         layers.append(

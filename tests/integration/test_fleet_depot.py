@@ -2,8 +2,8 @@
 
 playbooks/depot.yml delivers the bundle (built with ``fleet: {depot: true}``) to the depot host, runs the bundle's
 own Distribution registry there (roles/depot) and loads the bundle into it; the four hosts then deploy with
-``bundle_transport=depot``, fetching every file from the depot by sha256 (plugins/modules/airgap_depot_fetch.py),
-and run ollama with the bundle's models. Then the faults: a corrupt piece, the depot stopping mid-transfer, a host
+``bundle_transport=depot``, fetching every file from the depot by sha256 straight into the staging tree beside their
+bundle root (plugins/modules/airgap_depot_fetch.py with ``root``), and run ollama with the bundle's models. Then the faults: a corrupt piece, the depot stopping mid-transfer, a host
 dropping off the network mid-transfer; each converges on a re-run.
 """
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.hosts
 ROOT = "/var/lib/ollama-airgap/bundle"
-INCOMING = "/var/lib/ollama-airgap/incoming"
+STATE = "/var/lib/ollama-airgap"  # the staging tree a fetch fills sits here, beside the bundle root
 MODELS = ["tinyqwen:0.5b", "tinyllama:latest"]
 HOST_PHASES = ("playbooks/bundle.yml", "playbooks/ollama.yml", "playbooks/models.yml")
 
@@ -132,7 +132,7 @@ def when_fetching(host: Host, action: Callable[[], None], timeout: float = 120) 
     def watch() -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            probe = f"find {INCOMING} -name '*.partial' -exec du -k {{}} + 2>/dev/null | awk '$1 > 1024' | head -1"
+            probe = f"find {STATE} -name '*.partial' -exec du -k {{}} + 2>/dev/null | awk '$1 > 1024' | head -1"
             if host.ssh(probe, check=False, timeout=10).stdout.strip():
                 action()
                 return
@@ -157,7 +157,7 @@ def test_depot_then_four_hosts_deploy_from_it_and_rerun_changes_nothing(fleet: F
     log = fleet.depot.ssh("journalctl -u ollama-airgap-depot --no-pager -o cat").stdout
     for host in fleet.hosts:
         assert host.ssh(f"sha256sum {ROOT}/bundle.yaml").stdout.split()[0] == fleet.digest
-        assert host.ssh(f"ls -A {INCOMING}").stdout.strip() == ""  # nothing pushed, the fetched copy removed
+        assert "staging" not in host.ssh(f"ls -A {STATE}").stdout  # fetched straight into the root's staging tree
         assert f"{host.address}:" in log  # it fetched from the depot
         names = {m["name"] for m in api(host, "/api/tags")["models"]}
         assert {"tinyqwen:0.5b", "tinyllama:latest"} <= names, names
@@ -194,7 +194,7 @@ def test_depot_stopping_mid_transfer_leaves_hosts_as_they_were_and_a_rerun_conve
     line = next(line for line in failed.output.splitlines() if "depot http://" in line)
     assert "for the next run to resume" in line and "Connection refused" in line, failed.explain()
     assert host.ssh(f"cd {ROOT} && find . -type f -printf '%P %s %i\\n' | sort").stdout == before  # untouched
-    assert host.ssh(f"find {INCOMING} -name '*.partial' | wc -l").stdout.strip() != "0"  # kept to resume
+    assert host.ssh(f"find {STATE} -name '*.partial' | wc -l").stdout.strip() != "0"  # kept to resume
     time.sleep(2)
     resumed = ok(fleet.run("playbooks/bundle.yml", extra=[*limit([host]), "-v"]))
     kept = re.search(r"resumed_bytes\"?: (\d+)", resumed.output)

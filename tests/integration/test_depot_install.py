@@ -1,0 +1,219 @@
+"""airgap_depot_fetch with ``root`` (bundle_transport=depot on a host) against the real docker-registry, with the fault
+proxy between the host side and the depot. No hosts: the module runs here, installing into a temporary bundle root.
+
+Proves what plugins/module_utils/depot_install.py promises: only the files a host needs are fetched, straight into
+the staging tree, hashed once; what the root already holds verified is linked, not fetched; the tree is swapped in
+whole and recorded, and a re-run asks the depot nothing; a fault leaves the root as it was and the re-run resumes; a
+signed bundle's signature travels through the depot and is checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_depot_modules import run_module, sha
+
+from testbed.faultproxy import Fault, FaultProxy, fault_proxy
+from testbed.registry import RegistryServer, start_registry
+
+BIG = 3 << 20
+
+
+def make_bundle(root: Path, contents: dict[str, bytes], models: list[dict[str, Any]], key: Path | None = None) -> dict:
+    """A bundle tree shaped as `bundle build` writes it (bundle.yaml is JSON here: YAML's subset)."""
+    files = []
+    for path, data in contents.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(data)
+        files.append({"path": path, "size": len(data), "sha256": sha(data)})
+    sums = "".join(f"{f['sha256']}  {f['path']}\n" for f in files).encode()
+    (root / "SHA256SUMS").write_bytes(sums)
+    document = {"format": "test", "models": models, "files": files, "sha256sums_sha256": sha(sums)}
+    manifest = json.dumps(document).encode()
+    (root / "bundle.yaml").write_bytes(manifest)
+    if key is not None:
+        subprocess.run(["openssl", "pkeyutl", "-sign", "-inkey", str(key), "-rawin", "-in", str(root / "bundle.yaml"),
+                        "-out", str(root / "bundle.yaml.sig")], check=True, capture_output=True)  # fmt: skip
+    return {"root": root, "document": document, "digest": sha(manifest), "sums": sha(sums), "contents": contents}
+
+
+def two_models(big: bytes, small: bytes) -> tuple[dict[str, bytes], list[dict[str, Any]]]:
+    contents = {
+        f"models/blobs/sha256-{sha(big)}": big,
+        f"models/blobs/sha256-{sha(small)}": small,
+        "models/manifests/registry.ollama.ai/library/big/latest": b'{"big": 1}',
+        "models/manifests/registry.ollama.ai/library/small/latest": b'{"small": 1}',
+        "README.txt": b"always delivered\n",
+    }
+    models = [
+        {"short": "big:latest", "manifest": "models/manifests/registry.ollama.ai/library/big/latest",
+         "blobs": [f"sha256:{sha(big)}"]},
+        {"short": "small:latest", "manifest": "models/manifests/registry.ollama.ai/library/small/latest",
+         "blobs": [f"sha256:{sha(small)}"]},
+    ]  # fmt: skip
+    return contents, models
+
+
+@pytest.fixture(scope="module")
+def depot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    server = start_registry(tmp_path_factory.mktemp("depot"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def proxy(depot: RegistryServer) -> Iterator[FaultProxy]:
+    with fault_proxy(depot.url) as started:
+        yield started
+
+
+def load(depot: RegistryServer, bundle: dict, tmp_path: Path) -> None:
+    args = {"url": depot.url, "root": str(bundle["root"]), "manifest_sha256": bundle["digest"],
+            "sums_sha256": bundle["sums"], "files": bundle["document"]["files"]}  # fmt: skip
+    loaded = run_module("airgap_depot_load", args, tmp_path)
+    assert loaded.get("failed") is not True, loaded
+
+
+def install(url: str, bundle: dict, host: Path, tmp_path: Path, check: bool = False, **extra: Any) -> dict[str, Any]:
+    args = {
+        "url": url, "root": str(host / "bundle"), "state_dir": str(host / "state"), "manifest": bundle["document"],
+        "manifest_sha256": bundle["digest"], "sums_sha256": bundle["sums"], "files": bundle["document"]["files"],
+        "part_size": 1 << 20, "connections": 4, "retries": 2, **extra,
+    }  # fmt: skip
+    return run_module("airgap_depot_fetch", args, tmp_path, check)
+
+
+def tree(path: Path) -> set[str]:
+    return {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()}
+
+
+def blob_requests(proxy: FaultProxy) -> list[str]:
+    return [hit.path.rsplit(":", 1)[-1] for hit in proxy.log if "/blobs/" in hit.path]
+
+
+@pytest.fixture(scope="module")
+def first(depot: RegistryServer, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    contents, models = two_models(os.urandom(BIG), os.urandom(4096))
+    bundle = make_bundle(tmp_path_factory.mktemp("first"), contents, models)
+    load(depot, bundle, tmp_path_factory.mktemp("load"))
+    return bundle
+
+
+def test_installs_only_what_the_host_needs_then_asks_nothing(proxy: FaultProxy, first: dict, tmp_path: Path) -> None:
+    host = tmp_path / "host"
+    done = install(proxy.url, first, host, tmp_path, select={"models_include": ["small:latest"]})
+    assert done.get("failed") is not True, done
+    assert done["changed"] and done["subset"]["models"] == ["small:latest"], done
+    big = next(p for p in first["contents"] if p.startswith("models/blobs/") and len(first["contents"][p]) == BIG)
+    assert set(done["left_out"]) == {big, "models/manifests/registry.ollama.ai/library/big/latest"}
+    assert tree(host / "bundle") == {"bundle.yaml", "SHA256SUMS", *first["contents"]} - set(done["left_out"])
+    assert sha(first["contents"][big]) not in blob_requests(proxy)  # the big model never crossed
+    assert done["fetched_bytes"] < BIG
+    assert sorted(os.listdir(host)) == ["bundle", "state"]  # no staging tree, fetch state or lock left beside it
+    record = json.loads((host / "state/verified" / f"{first['digest']}.json").read_text())
+    assert record["subset"]["files"] == len(first["contents"]) - 2
+
+    proxy.clear()
+    again = install(proxy.url, first, host, tmp_path, select={"models_include": ["small:latest"]})
+    assert again["changed"] is False and again["fetched_bytes"] == 0, again
+    assert proxy.log == []  # nothing asked of the depot
+    checked = install(proxy.url, first, host, tmp_path, check=True)  # now all models: the big one is missing
+    assert checked["changed"] and checked["would_fetch_bytes"] >= BIG, checked
+    assert proxy.log == []
+
+
+def test_an_upgrade_links_what_the_host_holds_and_fetches_the_rest(
+    depot: RegistryServer, proxy: FaultProxy, first: dict, tmp_path: Path
+) -> None:
+    host = tmp_path / "host"
+    assert install(proxy.url, first, host, tmp_path).get("failed") is not True
+    contents, models = two_models(*[first["contents"][p] for p in first["contents"] if p.startswith("models/blobs/")])
+    contents["README.txt"] = b"the next release\n"
+    second = make_bundle(tmp_path / "second", contents, models)
+    load(depot, second, tmp_path)
+    inode = {p: (host / "bundle" / p).stat().st_ino for p in contents if p.startswith("models/")}
+    proxy.clear()
+    done = install(proxy.url, second, host, tmp_path)
+    assert done.get("failed") is not True, done
+    assert done["linked_files"] == 4 and done["fetched_files"] == 3, done  # README, bundle.yaml, SHA256SUMS
+    assert set(blob_requests(proxy)) == {second["digest"], second["sums"], sha(contents["README.txt"])}
+    assert {p: (host / "bundle" / p).stat().st_ino for p in inode} == inode  # the same files, linked
+    assert (host / "bundle/README.txt").read_bytes() == b"the next release\n"
+    assert not (host / "state/verified" / f"{first['digest']}.json").exists()
+
+
+def test_a_corrupt_piece_is_fetched_again_and_installed(proxy: FaultProxy, first: dict, tmp_path: Path) -> None:
+    big = next(sha(d) for p, d in first["contents"].items() if len(d) == BIG)
+    proxy.add(Fault(path_contains=big, kind="corrupt", after_bytes=1000))
+    host = tmp_path / "host"
+    done = install(proxy.url, first, host, tmp_path)
+    assert done.get("failed") is not True, done
+    assert done["refetched"] == [f"models/blobs/sha256-{big}"]
+    assert sha((host / f"bundle/models/blobs/sha256-{big}").read_bytes()) == big
+
+
+def test_the_depot_dropping_out_leaves_the_root_as_it_was_and_the_rerun_resumes(
+    proxy: FaultProxy, first: dict, tmp_path: Path
+) -> None:
+    host = tmp_path / "host"
+    assert install(proxy.url, first, host, tmp_path, select={"models_include": ["small:latest"]})["changed"]
+    before = {p: (host / "bundle" / p).stat().st_ino for p in tree(host / "bundle")}
+    big = next(sha(d) for d in first["contents"].values() if len(d) == BIG)
+    proxy.add(Fault(path_contains=big, kind="truncate", after_bytes=300 << 10, times=100))
+    failed = install(proxy.url, first, host, tmp_path)  # now every model
+    assert failed.get("failed") is True
+    msg = failed["msg"]
+    assert "\n" not in msg and f"sha256-{big}" in msg and "for the next run to resume" in msg, msg
+    assert {p: (host / "bundle" / p).stat().st_ino for p in tree(host / "bundle")} == before  # untouched
+    assert [p for p in tree(host) if p.endswith(".partial")]  # what arrived is kept beside the root
+    proxy.clear()
+    resumed = install(proxy.url, first, host, tmp_path)
+    assert resumed.get("failed") is not True, resumed
+    assert resumed["resumed_bytes"] >= 3 * (300 << 10), resumed
+    assert tree(host / "bundle") == {"bundle.yaml", "SHA256SUMS", *first["contents"]}
+    assert sorted(os.listdir(host)) == ["bundle", "state"]
+
+
+def test_a_signed_bundle_is_checked_through_the_depot(depot: RegistryServer, proxy: FaultProxy, tmp_path: Path) -> None:
+    keys = {}
+    for name in ("signer", "other"):
+        keys[name] = tmp_path / f"{name}.pem"
+        subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(keys[name])], check=True)
+    public = {
+        name: subprocess.run(["openssl", "pkey", "-in", str(key), "-pubout"], capture_output=True, text=True,
+                             check=True).stdout
+        for name, key in keys.items()
+    }  # fmt: skip
+    contents, models = two_models(os.urandom(4096), os.urandom(2048))
+    signed = make_bundle(tmp_path / "signed", contents, models, key=keys["signer"])
+    load(depot, signed, tmp_path)
+    host = tmp_path / "host"
+    refused = install(proxy.url, signed, host, tmp_path, public_key=public["other"])
+    assert refused.get("failed") is True and "bundle.yaml.sig does not match" in refused["msg"], refused
+    assert not (host / "bundle").exists() and not (host / "state/verified").exists()
+    done = install(proxy.url, signed, host, tmp_path, public_key=public["signer"])
+    assert done.get("failed") is not True, done
+    assert (host / "bundle/bundle.yaml.sig").read_bytes() == (signed["root"] / "bundle.yaml.sig").read_bytes()
+    again = install(proxy.url, signed, host, tmp_path, public_key=public["other"])  # a key required later
+    assert again.get("failed") is True and "bundle.yaml.sig does not match" in again["msg"], again
+
+
+def test_a_file_missing_from_the_depot_is_named_and_nothing_is_installed(
+    proxy: FaultProxy, first: dict, tmp_path: Path
+) -> None:
+    stranger = os.urandom(100)
+    bundle = {**first, "document": {**first["document"], "files": [
+        *first["document"]["files"], {"path": "extra.bin", "size": 100, "sha256": sha(stranger)}]}}  # fmt: skip
+    host = tmp_path / "host"
+    failed = install(proxy.url, bundle, host, tmp_path)
+    assert failed.get("failed") is True
+    assert "extra.bin: not in the depot (404)" in failed["msg"] and "\n" not in failed["msg"], failed
+    assert not (host / "bundle").exists()
