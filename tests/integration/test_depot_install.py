@@ -217,3 +217,11 @@ def test_a_file_missing_from_the_depot_is_named_and_nothing_is_installed(
     assert failed.get("failed") is True
     assert "extra.bin: not in the depot (404)" in failed["msg"] and "\n" not in failed["msg"], failed
     assert not (host / "bundle").exists()
+
+
+def test_a_full_disk_is_refused_before_any_byte_is_fetched(proxy: FaultProxy, first: dict, tmp_path: Path) -> None:
+    host = tmp_path / "host"
+    refused = install(proxy.url, first, host, tmp_path, free_space_margin=1 << 60)
+    assert refused.get("failed") is True, refused
+    assert "bytes free beside" in refused["msg"] and str(host / "bundle") in refused["msg"], refused
+    assert blob_requests(proxy) == [] and not (host / "bundle").exists()
