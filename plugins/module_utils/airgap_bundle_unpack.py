@@ -186,9 +186,16 @@ def link_from_base(base_root: str, staging: str, listed: Listed, carried: set[st
 
 
 def verify_in_place(
-    root: str, listed: Listed, digest: str, sums_sha256: str, workers: int, held: set[str] | None = None
+    root: str,
+    listed: Listed,
+    digest: str,
+    sums_sha256: str,
+    workers: int,
+    held: set[str] | None = None,
+    sync: bool = False,
 ) -> int:
-    """Hash the tree where it is. ``held``: the part of the bundle this host was given (its record's subset)."""
+    """Hash the tree where it is. ``held``: the part of the bundle this host was given (its record's subset).
+    ``sync``: also flush each file to disk (a tree another program wrote, about to become the bundle)."""
     with open(os.path.join(root, SUMS_NAME), "rb") as handle:
         check_sums(handle.read(MAX_MANIFEST + 1), listed, sums_sha256)
     if held is not None:
@@ -200,10 +207,22 @@ def verify_in_place(
     # Biggest first, so one large blob does not end up last on a single thread.
     paths.sort(key=lambda path: listed[path][0], reverse=True)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for path, got in zip(paths, pool.map(lambda p: hash_file(os.path.join(root, p)), paths), strict=True):
+        hashed = pool.map(lambda p: _hash_and_sync(os.path.join(root, p), sync), paths)
+        for path, got in zip(paths, hashed, strict=True):
             if got != listed[path][1]:
                 raise BundleError(f"{path} is altered (sha256 {got}, expected {listed[path][1]})")
     return sum(size for size, _ in listed.values())
+
+
+def _hash_and_sync(path: str, sync: bool) -> str:
+    got = hash_file(path)
+    if sync:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return got
 
 
 def read_signed_pair(src: str) -> tuple[bytes, bytes | None]:

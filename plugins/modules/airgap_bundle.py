@@ -77,6 +77,14 @@ options:
         base files are trusted by the base's verification record (size, mtime_ns and inode unchanged since hashed).
     type: bool
     default: false
+  adopt:
+    description:
+      - A directory O(src) on the file system of O(dest) is consumed; it is verified where it is (every file hashed,
+        in O(workers) threads, and flushed to disk) and then swapped into O(dest), instead of being copied into
+        staging. On any problem it stays where it was and O(dest) is unchanged. Ignored for archives, for
+        differential bundles and across file systems.
+    type: bool
+    default: false
   public_key:
     description:
       - PEM Ed25519 public key (from C(bundle keygen)). When set, C(bundle.yaml.sig) must be a valid signature of
@@ -197,6 +205,12 @@ from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle
 # --- installing --------------------------------------------------------------------------------------------
 
 
+def same_file_system(src: str, dest: str) -> bool:
+    """Whether a rename can move src to dest (dest's parent when dest does not exist yet)."""
+    target = dest if os.path.exists(dest) else os.path.dirname(dest)
+    return os.path.exists(target) and os.stat(src).st_dev == os.stat(target).st_dev
+
+
 def ensure_present(module: AnsibleModule, src: str | None, dest: str, state_dir: str, digest: str) -> dict:
     params = module.params
     record = record_path(state_dir, digest)
@@ -231,7 +245,13 @@ def ensure_present(module: AnsibleModule, src: str | None, dest: str, state_dir:
         raise BundleError("a differential bundle needs both base_digest and the carried mark of every file")
     linked, subset = 0, None
     src = os.path.realpath(src)
-    if os.path.isdir(src) and src == dest and not base:
+    if os.path.isdir(src) and params["adopt"] and not base and src != dest and same_file_system(src, dest):
+        # A tree fetched for this purpose (p2p): hashed where it is and moved into place, never copied.
+        hashed = verify_in_place(src, listed, digest, params["sums_sha256"], params["workers"], sync=True)
+        os.makedirs(os.path.dirname(dest), mode=0o755, exist_ok=True)
+        exchange(src, dest)
+        shutil.rmtree(src, ignore_errors=True)  # the old tree after the exchange
+    elif os.path.isdir(src) and src == dest and not base:
         # A host given part of the bundle (a streamed push's subset) is checked for that part.
         held = recorded_subset(state_dir, dest, digest)
         part = held[0] if held else None
@@ -277,6 +297,7 @@ def main() -> None:
             "public_key": {"type": "str"},
             "base_digest": {"type": "str"},
             "rehash_base": {"type": "bool", "default": False},
+            "adopt": {"type": "bool", "default": False},
         },
         required_if=[
             ("state", "inspected", ["src"]),
