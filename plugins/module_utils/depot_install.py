@@ -197,9 +197,10 @@ def _choose(params: dict[str, Any], listed: dict[str, tuple[int, str]]) -> tuple
     return needed, {**chosen["selection"], "files": len(needed), "of": len(listed)}, chosen["left_out"]
 
 
-def _tidy(staging: str, needed: set[str]) -> None:
-    """Keep in staging only what this run builds on: the needed files and their partial fetches."""
-    keep = needed | {*RESERVED} | {p + ".partial" for p in needed} | {p + ".partial.json" for p in needed}
+def _tidy(staging: str, needed: set[str], fetched: set[str]) -> None:
+    """Keep in staging only what this run builds on: the needed files, the ones it fetches (bundle.yaml, SHA256SUMS,
+    the signature when a key asks for it) and their partial fetches."""
+    keep = needed | fetched | {p + ".partial" for p in fetched} | {p + ".partial.json" for p in fetched}
     for dirpath, _, filenames in os.walk(staging):
         for name in filenames:
             if os.path.relpath(os.path.join(dirpath, name), staging) not in keep:
@@ -248,7 +249,7 @@ def install(params: dict[str, Any], check_mode: bool) -> dict[str, Any]:
                          f"{params['free_space_margin']}")  # fmt: skip
     lock_dest(staging)
     state = DoneState(staging, digest)  # again: an earlier run may have finished files since
-    _tidy(staging, set(needed))
+    _tidy(staging, set(needed), {item.path for item in wanted})
     for path in sorted(link):
         if not state.intact(staging, path):
             link_from_dest(root, staging, path, needed[path][1], params["rehash_base"])
