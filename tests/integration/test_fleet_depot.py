@@ -3,8 +3,9 @@
 playbooks/depot.yml delivers the bundle (built with ``fleet: {depot: true}``) to the depot host, runs the bundle's
 own Distribution registry there (roles/depot) and loads the bundle into it; the four hosts then deploy with
 ``bundle_transport=depot``, fetching every file from the depot by sha256 straight into the staging tree beside their
-bundle root (plugins/modules/airgap_depot_fetch.py with ``root``), and run ollama with the bundle's models. Then the faults: a corrupt piece, the depot stopping mid-transfer, a host
-dropping off the network mid-transfer; each converges on a re-run.
+bundle root (plugins/modules/airgap_depot_fetch.py with ``root``), and run ollama with the bundle's models. Then
+the faults: a corrupt piece, the depot stopping mid-transfer, a host dropping off the network mid-transfer; each
+converges on a re-run.
 """
 
 from __future__ import annotations
