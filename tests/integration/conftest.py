@@ -3,6 +3,8 @@
 - ``built_bundles``: {"0.13.5": archive, "0.14.1": archive}, built by the real `bundle build` from bundles/demo.yaml.
 - ``deployed``: site.yml run once on the test bed's hosts with the 0.14.1 bundle (a :class:`Deployment`).
 - ``ansible_playbook``: run a playbook against the test bed hosts (a :class:`PlaybookRunner`).
+- ``depot``: a real docker-registry on loopback, one per test module; ``depot_proxy``: the fault proxy in front of
+  it, one per test.
 
 Tests that use the last two are marked ``pytest.mark.hosts``.
 """
@@ -14,6 +16,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,8 +25,10 @@ import pytest
 import yaml
 
 from testbed.config import OLLAMA_VERSION_ZST, OLLAMA_VERSIONS
+from testbed.faultproxy import FaultProxy, fault_proxy
 from testbed.hosts import TestHosts
 from testbed.mirrors import Mirrors
+from testbed.registry import RegistryServer, start_registry
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -152,3 +157,18 @@ def deployed(
     print(f"\n[deploy] site.yml on {len(test_hosts.hosts)} hosts: {result.seconds:.1f} s")
     assert result.returncode == 0, result.explain()
     return Deployment(test_hosts, ansible_inventory, built_bundles[OLLAMA_VERSION_ZST], result)
+
+
+@pytest.fixture(scope="module")
+def depot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    server = start_registry(tmp_path_factory.mktemp("depot"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def depot_proxy(depot: RegistryServer) -> Iterator[FaultProxy]:
+    with fault_proxy(depot.url) as started:
+        yield started

@@ -12,14 +12,13 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from testbed.faultproxy import Fault, FaultProxy, fault_proxy
-from testbed.registry import RegistryServer, start_registry
+from testbed.faultproxy import Fault, FaultProxy
+from testbed.registry import RegistryServer
 
 REPO = Path(__file__).resolve().parents[2]
 MODULES = REPO / "plugins" / "modules"
@@ -64,21 +63,6 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     manifest = json.dumps({"format": "test", "files": files}).encode()
     (root / "bundle.yaml").write_bytes(manifest)
     return {"root": root, "files": files, "digest": sha(manifest), "sums": sha(sums), "contents": contents}
-
-
-@pytest.fixture(scope="module")
-def depot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    server = start_registry(tmp_path_factory.mktemp("depot"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def proxy(depot: RegistryServer) -> Iterator[FaultProxy]:
-    with fault_proxy(depot.url) as started:
-        yield started
 
 
 def load_args(depot: RegistryServer, tree: dict[str, Any]) -> dict[str, Any]:
@@ -130,49 +114,49 @@ def test_load_uploads_every_blob_once_and_a_rerun_nothing(
 
 
 def test_fetch_in_ranged_parts_then_nothing(
-    proxy: FaultProxy, tree: dict[str, Any], loaded: dict[str, Any], tmp_path: Path
+    depot_proxy: FaultProxy, tree: dict[str, Any], loaded: dict[str, Any], tmp_path: Path
 ) -> None:
     dest = tmp_path / "incoming"
-    first = run_module("airgap_depot_fetch", fetch_args(proxy.url, tree, dest), tmp_path)
+    first = run_module("airgap_depot_fetch", fetch_args(depot_proxy.url, tree, dest), tmp_path)
     assert first.get("failed") is not True, first
     assert first["changed"] and first["fetched_bytes"] >= BIG and first["refetched"] == []
     assert_fetched(dest, tree)
     big = sha(tree["contents"]["models/blobs/sha256-big"])
-    ranges = [hit.range_header for hit in proxy.log if big in hit.path]
+    ranges = [hit.range_header for hit in depot_proxy.log if big in hit.path]
     assert len(ranges) == 5 and all(r and r.startswith("bytes=") for r in ranges), ranges
-    proxy.clear()
-    again = run_module("airgap_depot_fetch", fetch_args(proxy.url, tree, dest), tmp_path)
+    depot_proxy.clear()
+    again = run_module("airgap_depot_fetch", fetch_args(depot_proxy.url, tree, dest), tmp_path)
     assert again["changed"] is False and again["fetched_bytes"] == 0, again
-    assert proxy.log == []  # nothing asked of the depot
+    assert depot_proxy.log == []  # nothing asked of the depot
 
 
 def test_a_corrupt_piece_is_caught_and_fetched_again(
-    proxy: FaultProxy, tree: dict[str, Any], loaded: dict[str, Any], tmp_path: Path
+    depot_proxy: FaultProxy, tree: dict[str, Any], loaded: dict[str, Any], tmp_path: Path
 ) -> None:
     big = sha(tree["contents"]["models/blobs/sha256-big"])
-    proxy.add(Fault(path_contains=big, kind="corrupt", after_bytes=1000))
+    depot_proxy.add(Fault(path_contains=big, kind="corrupt", after_bytes=1000))
     dest = tmp_path / "incoming"
-    result = run_module("airgap_depot_fetch", fetch_args(proxy.url, tree, dest), tmp_path)
+    result = run_module("airgap_depot_fetch", fetch_args(depot_proxy.url, tree, dest), tmp_path)
     assert result.get("failed") is not True, result
     assert result["refetched"] == ["models/blobs/sha256-big"]
     assert_fetched(dest, tree)
 
 
 def test_depot_dropping_out_fails_in_one_line_and_the_rerun_resumes(
-    proxy: FaultProxy, tree: dict[str, Any], loaded: dict[str, Any], tmp_path: Path
+    depot_proxy: FaultProxy, tree: dict[str, Any], loaded: dict[str, Any], tmp_path: Path
 ) -> None:
     big = sha(tree["contents"]["models/blobs/sha256-big"])
     # Every request for the big blob is cut after 300 KiB, as if the depot went away mid-transfer.
-    proxy.add(Fault(path_contains=big, kind="truncate", after_bytes=300 << 10, times=100))
+    depot_proxy.add(Fault(path_contains=big, kind="truncate", after_bytes=300 << 10, times=100))
     dest = tmp_path / "incoming"
-    failed = run_module("airgap_depot_fetch", fetch_args(proxy.url, tree, dest), tmp_path)
+    failed = run_module("airgap_depot_fetch", fetch_args(depot_proxy.url, tree, dest), tmp_path)
     assert failed.get("failed") is True
     assert "\n" not in failed["msg"] and "models/blobs/sha256-big" in failed["msg"], failed["msg"]
     assert "kept" in failed["msg"]
     assert not (dest / "models/blobs/sha256-big").exists()  # nothing half-made looks finished
     assert (dest / "models/blobs/sha256-big.partial").exists()
-    proxy.clear()
-    resumed = run_module("airgap_depot_fetch", fetch_args(proxy.url, tree, dest), tmp_path)
+    depot_proxy.clear()
+    resumed = run_module("airgap_depot_fetch", fetch_args(depot_proxy.url, tree, dest), tmp_path)
     assert resumed.get("failed") is not True, resumed
     assert resumed["resumed_bytes"] >= 5 * (300 << 10), resumed
     assert resumed["fetched_bytes"] <= BIG - resumed["resumed_bytes"] + (1 << 20), resumed
