@@ -28,7 +28,7 @@ from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle
     expected_files,
     hex64_problem,
 )
-from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle_select import select
+from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle_select import choose
 from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle_send import (
     BOOT,
     answer,
@@ -120,15 +120,9 @@ class ActionModule(ActionBase):
         probe, _ = self._call(task_vars, {**base, "mode": "probe", "public_key": args["public_key"]})
         if probe.get("failed"):
             return probe
-        chosen = select(manifest, list(listed), probe, args["select"])
-        if not args["subset"]:
-            chosen.update(needed=list(listed), left_out={})
-        needed: list[str] = chosen["needed"]
-        subset = {**chosen["selection"], "files": len(needed), "of": len(listed)}
-        if len(needed) == len(listed):
-            subset = None
+        needed, subset, left_out = choose(manifest, list(listed), probe, args["select"], args["subset"])
         common = {"changed": False, "digest": digest, "root": args["dest"], "subset": subset,
-                  "left_out": chosen["left_out"], "sent_bytes": 0, "hashed_bytes": 0}  # fmt: skip
+                  "left_out": left_out, "sent_bytes": 0, "hashed_bytes": 0}  # fmt: skip
         if probe["current"] and set(needed) <= set(probe["recorded_paths"]):
             return {**common, "current": True, "msg": "the host holds this bundle verified: nothing sent"}
         complete, linkable = set(probe["complete"]), set(probe["linkable"])

@@ -97,3 +97,17 @@ def select(manifest: dict[str, Any], paths: list[str], host: dict[str, Any], opt
     }
     listed = set(paths)
     return {"needed": needed, "left_out": {p: r for p, r in left_out.items() if p in listed}, "selection": selection}
+
+
+def choose(
+    manifest: dict[str, Any], paths: list[str], host: dict[str, Any], options: dict[str, Any], subset: bool = True
+) -> tuple[list[str], dict[str, Any] | None, dict[str, str]]:
+    """(paths this host gets, in bundle order; what its record notes as its subset, None when it gets them all;
+    the paths left out with the reason). ``subset`` false: every path."""
+    if not subset:
+        return list(paths), None, {}
+    chosen = select(manifest, paths, host, options)
+    needed: list[str] = chosen["needed"]
+    if len(needed) == len(paths):
+        return needed, None, {}
+    return needed, {**chosen["selection"], "files": len(needed), "of": len(paths)}, chosen["left_out"]

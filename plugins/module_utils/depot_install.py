@@ -38,7 +38,7 @@ from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle
     record_path,
     recorded_digest,
 )
-from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle_select import select
+from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle_select import choose
 from ansible_collections.ollama_airgap.deploy.plugins.module_utils.airgap_bundle_staging import (
     host_traits,
     link_from_dest,
@@ -186,17 +186,6 @@ def fetch_into(params: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     return result
 
 
-def _choose(params: dict[str, Any], listed: dict[str, tuple[int, str]]) -> tuple[list[str], dict | None, dict]:
-    """(paths this host needs in bundle order, the subset record or None for all, left_out)."""
-    if not params["subset"] or not params["manifest"]:
-        return list(listed), None, {}
-    chosen = select(params["manifest"], list(listed), host_traits(), params["select"] or {})
-    needed: list[str] = chosen["needed"]
-    if len(needed) == len(listed):
-        return needed, None, {}
-    return needed, {**chosen["selection"], "files": len(needed), "of": len(listed)}, chosen["left_out"]
-
-
 def _tidy(staging: str, needed: set[str], fetched: set[str]) -> None:
     """Keep in staging only what this run builds on: the needed files, the ones it fetches (bundle.yaml, SHA256SUMS,
     the signature when a key asks for it) and their partial fetches."""
@@ -216,7 +205,9 @@ def install(params: dict[str, Any], check_mode: bool) -> dict[str, Any]:
         carried = carried_set(params["files"])
     except BundleError as exc:
         raise FetchError(str(exc)) from None
-    needed_paths, subset, left_out = _choose(params, listed)
+    manifest, options = params["manifest"] or {}, params["select"] or {}
+    subset_on = bool(params["subset"] and manifest)  # without the parsed bundle.yaml nothing can be left out
+    needed_paths, subset, left_out = choose(manifest, list(listed), host_traits(), options, subset_on)
     needed = {path: listed[path] for path in needed_paths}
     common: dict[str, Any] = {"digest": digest, "root": root, "subset": subset, "left_out": left_out,
                               "fetched_bytes": 0, "resumed_bytes": 0, "fetched_files": 0, "refetched": [],

@@ -17,30 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_depot_modules import run_module, sha
+from test_depot_modules import make_bundle, run_module, sha
 
 from testbed.faultproxy import Fault, FaultProxy
 from testbed.registry import RegistryServer
 
 BIG = 3 << 20
-
-
-def make_bundle(root: Path, contents: dict[str, bytes], models: list[dict[str, Any]], key: Path | None = None) -> dict:
-    """A bundle tree shaped as `bundle build` writes it (bundle.yaml is JSON here: YAML's subset)."""
-    files = []
-    for path, data in contents.items():
-        (root / path).parent.mkdir(parents=True, exist_ok=True)
-        (root / path).write_bytes(data)
-        files.append({"path": path, "size": len(data), "sha256": sha(data)})
-    sums = "".join(f"{f['sha256']}  {f['path']}\n" for f in files).encode()
-    (root / "SHA256SUMS").write_bytes(sums)
-    document = {"format": "test", "models": models, "files": files, "sha256sums_sha256": sha(sums)}
-    manifest = json.dumps(document).encode()
-    (root / "bundle.yaml").write_bytes(manifest)
-    if key is not None:
-        subprocess.run(["openssl", "pkeyutl", "-sign", "-inkey", str(key), "-rawin", "-in", str(root / "bundle.yaml"),
-                        "-out", str(root / "bundle.yaml.sig")], check=True, capture_output=True)  # fmt: skip
-    return {"root": root, "document": document, "digest": sha(manifest), "sums": sha(sums), "contents": contents}
 
 
 def two_models(big: bytes, small: bytes) -> tuple[dict[str, bytes], list[dict[str, Any]]]:

@@ -42,6 +42,27 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def make_bundle(
+    root: Path, contents: dict[str, bytes], models: list[dict[str, Any]] | None = None, key: Path | None = None
+) -> dict:
+    """A bundle tree shaped as `bundle build` writes it (bundle.yaml is JSON here: YAML's subset)."""
+    files = []
+    for path, data in contents.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(data)
+        files.append({"path": path, "size": len(data), "sha256": sha(data)})
+    sums = "".join(f"{f['sha256']}  {f['path']}\n" for f in files).encode()
+    (root / "SHA256SUMS").write_bytes(sums)
+    document = {"format": "test", "models": models or [], "files": files, "sha256sums_sha256": sha(sums)}
+    manifest = json.dumps(document).encode()
+    (root / "bundle.yaml").write_bytes(manifest)
+    if key is not None:
+        subprocess.run(["openssl", "pkeyutl", "-sign", "-inkey", str(key), "-rawin", "-in", str(root / "bundle.yaml"),
+                        "-out", str(root / "bundle.yaml.sig")], check=True, capture_output=True)  # fmt: skip
+    return {"root": root, "document": document, "files": files, "digest": sha(manifest), "sums": sha(sums),
+            "contents": contents}  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A bundle-shaped tree: bundle.yaml, SHA256SUMS, a big blob, small files, an empty one, a duplicate."""
@@ -53,16 +74,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "empty.txt": b"",
         "copy/of/manifest": b'{"schemaVersion": 2}',
     }
-    files = []
-    for path, data in contents.items():
-        (root / path).parent.mkdir(parents=True, exist_ok=True)
-        (root / path).write_bytes(data)
-        files.append({"path": path, "size": len(data), "sha256": sha(data)})
-    sums = "".join(f"{f['sha256']}  {f['path']}\n" for f in files).encode()
-    (root / "SHA256SUMS").write_bytes(sums)
-    manifest = json.dumps({"format": "test", "files": files}).encode()
-    (root / "bundle.yaml").write_bytes(manifest)
-    return {"root": root, "files": files, "digest": sha(manifest), "sums": sha(sums), "contents": contents}
+    return make_bundle(root, contents)
 
 
 def load_args(depot: RegistryServer, tree: dict[str, Any]) -> dict[str, Any]:
